@@ -1,0 +1,3 @@
+from culturealign.cli import main
+
+main()

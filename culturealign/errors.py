@@ -1,0 +1,26 @@
+"""User-facing errors. Each message is one line that says what is wrong and what to fix.
+
+Hydra prints these without a traceback (HYDRA_FULL_ERROR=1 shows it) and the CLI exits non-zero.
+"""
+
+from hydra.errors import CompactHydraException
+
+
+class CultureAlignError(CompactHydraException):
+    """Base class for errors caused by input the user can fix (Hydra prints these as one line)."""
+
+
+class ConfigError(CultureAlignError):
+    """A config value is missing, out of range or inconsistent."""
+
+
+class DatasetError(CultureAlignError):
+    """The dataset file cannot be read or does not hold what the run needs."""
+
+
+class ModelError(CultureAlignError):
+    """A model request failed for good (after retries); names the endpoint and the cause."""
+
+
+class TrackingError(CultureAlignError):
+    """MLflow cannot be reached or written."""

@@ -1,0 +1,84 @@
+"""From raw model text to a chosen option (1..n) or None (unclassifiable).
+
+Classification answers must be exactly an option number. Free text (chain of thought, scenarios) goes
+to a judge model with the paper's prompt B.1; its JSON is parsed leniently (code fences, prose around it),
+and "0", an out-of-range number or unreadable output means unclassifiable. The raw judge output is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from culturealign.models.base import GenerateConfig, ModelClient
+from culturealign.prompts import judge_prompt, user
+
+_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+_CLASSIFICATION_FIELD = re.compile(r'"classification"\s*:\s*"?\s*(-?\d+)', re.IGNORECASE)
+MAX_JUDGED_CHARS = 20_000  # longer responses are cut for the judge (the count keeps them)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    option: int | None  # 1-based option number, None = unclassifiable
+    judge_output: str | None = None
+
+
+def parse_option_number(text: str, n_options: int) -> int | None:
+    """Classification style: the whole answer must be one option number (whitespace allowed)."""
+    stripped = text.strip()
+    if stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= n_options:
+        return int(stripped)
+    return None
+
+
+def parse_judge_output(text: str, n_options: int) -> int | None:
+    """The judge's classification, or None for "0", out-of-range numbers and unreadable output."""
+    value = _classification_value(text)
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if 1 <= number <= n_options else None
+
+
+def _classification_value(text: str):
+    for candidate in _JSON_OBJECT.finditer(text):
+        try:
+            data = json.loads(candidate.group(0))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and "classification" in data:
+            return data["classification"]
+    match = _CLASSIFICATION_FIELD.search(text)  # e.g. truncated JSON or unescaped quotes in reasoning
+    return match.group(1) if match else None
+
+
+class Judge:
+    """Asks a judge model once per distinct (question, response) pair."""
+
+    def __init__(self, client: ModelClient, config: GenerateConfig):
+        self.client = client
+        self.config = config
+
+    async def classify(
+        self, items: Sequence[tuple[str, Sequence[str], str]], on_done=lambda: None
+    ) -> list[Extraction]:
+        """items: (question, options, response) triples; returns one Extraction per item."""
+        distinct = {item[:1] + (tuple(item[1]),) + item[2:]: None for item in items}
+        keys = list(distinct)
+        outputs = await asyncio.gather(*(self._ask(*key, on_done) for key in keys))
+        by_key = dict(zip(keys, outputs))
+        return [by_key[(q, tuple(o), r)] for q, o, r in items]
+
+    async def _ask(self, question: str, options: tuple[str, ...], response: str, on_done) -> Extraction:
+        if not response.strip():
+            on_done()
+            return Extraction(None, None)
+        prompt = judge_prompt(question, options, response[:MAX_JUDGED_CHARS])
+        [completion] = await self.client.complete(user(prompt), self.config, [0])
+        on_done()
+        return Extraction(parse_judge_output(completion.text, len(options)), completion.text)

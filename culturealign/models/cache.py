@@ -1,0 +1,119 @@
+"""Durable response cache: every answer is stored the moment it arrives, so nothing is paid for twice.
+
+SQLite in WAL mode, one short transaction per request, safe for the several processes of a parallel
+sweep. The key covers everything that changes an answer: the endpoint and model (`identity`), the
+messages, every generation setting and the sample index, so 100 samples at temperature 0.7 are 100
+entries while the same sample asked again is a hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Sequence
+
+from culturealign.errors import ConfigError
+from culturealign.models.base import Completion, GenerateConfig, Message, ModelClient
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    first_token_logprobs TEXT,
+    created REAL NOT NULL DEFAULT (unixepoch('subsec'))
+)
+"""
+
+
+def cache_key(identity: str, messages: Sequence[Message], config: GenerateConfig, sample_index: int) -> str:
+    payload = json.dumps([identity, list(messages), config.as_dict(), sample_index], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as error:
+            raise ConfigError(
+                f"cannot open the response cache {self.path} ({error}); delete the file or set cache.path elsewhere"
+            ) from None
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                "SELECT key, text, prompt_tokens, completion_tokens, first_token_logprobs FROM responses "
+                f"WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for key, text, prompt_tokens, completion_tokens, logprobs in rows:
+                found[key] = Completion(
+                    text, prompt_tokens, completion_tokens, json.loads(logprobs) if logprobs else None, cached=True
+                )
+        return found
+
+    def put_many(self, identity: str, entries: Sequence[tuple[str, Completion]]) -> None:
+        rows = [
+            (
+                key,
+                identity,
+                c.text,
+                c.prompt_tokens,
+                c.completion_tokens,
+                json.dumps(c.first_token_logprobs) if c.first_token_logprobs is not None else None,
+            )
+            for key, c in entries
+        ]
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO responses "
+                "(key, identity, text, prompt_tokens, completion_tokens, first_token_logprobs) VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CachedClient:
+    """Wraps any ModelClient; the pipeline cannot tell the difference except that hits are free."""
+
+    def __init__(self, inner: ModelClient, cache: ResponseCache):
+        self.inner = inner
+        self.cache = cache
+        self.identity = inner.identity
+        self.max_concurrency = inner.max_concurrency
+        self.usage = inner.usage
+
+    async def complete(
+        self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
+    ) -> list[Completion]:
+        keys = [cache_key(self.identity, messages, config, index) for index in sample_indices]
+        found = self.cache.get_many(keys)
+        missing = [(index, key) for index, key in zip(sample_indices, keys) if key not in found]
+        self.usage.cache_hits += len(keys) - len(missing)
+        self.usage.cache_misses += len(missing)
+        if missing:
+            fresh = await self.inner.complete(messages, config, [index for index, _ in missing])
+            entries = [(key, completion) for (_, key), completion in zip(missing, fresh)]
+            self.cache.put_many(self.identity, entries)
+            found.update(entries)
+        return [found[key] for key in keys]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

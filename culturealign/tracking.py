@@ -1,0 +1,159 @@
+"""The one seam between Hydra and MLflow.
+
+A multirun gets one parent run, created once in the launching process by `SweepCallback` (so parallel
+workers never race on creating the store, the experiment or the parent); its id is left in the sweep
+folder, where every job finds it and files its own run as a child. A single run is a run of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from culturealign.errors import TrackingError
+
+log = logging.getLogger("culturealign")
+PARENT_RUN_FILE = ".mlflow_parent_run_id"
+TAG_PREFIX = "culturealign."
+
+
+def _mlflow():
+    import mlflow  # heavy (~1 s): imported only when tracking starts
+
+    return mlflow
+
+
+def open_experiment(tracking_uri: str, experiment_name: str):
+    """(client, experiment id), creating the SQLite store folder and the experiment if needed."""
+    mlflow = _mlflow()
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:///"):
+        db_path = Path(tracking_uri[len("sqlite:///") :])
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        artifact_location = (db_path.parent.resolve() / "artifacts").as_uri()
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        try:
+            return client, client.create_experiment(experiment_name, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+            return client, client.get_experiment_by_name(experiment_name).experiment_id
+    except Exception as error:  # mlflow raises many kinds for a bad URI: all mean the same to the user
+        message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise TrackingError(
+            f"cannot open MLflow at {tracking_uri!r} ({message}); check mlflow.tracking_uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+class SweepCallback(Callback):
+    """Creates the sweep's parent run before any job starts and closes it when all have ended."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        client, experiment_id = open_experiment(config.mlflow.tracking_uri, config.mlflow.experiment_name)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        run = client.create_run(
+            experiment_id,
+            run_name=f"sweep-{sweep_dir.name}",
+            tags={f"{TAG_PREFIX}kind": "sweep", f"{TAG_PREFIX}sweep_dir": str(sweep_dir.resolve())},
+        )
+        client.log_batch(run.info.run_id, params=_params({"sweep.overrides": " ".join(config.hydra.overrides.task)}))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+        log.info(f"MLflow parent run {run.info.run_id} in experiment {config.mlflow.experiment_name!r}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        parent_id = parent_run_id(Path(config.hydra.sweep.dir))
+        if parent_id is None:
+            return
+        client, _ = open_experiment(config.mlflow.tracking_uri, config.mlflow.experiment_name)
+        children = child_runs(client, parent_id)
+        failed = [r for r in children if r.info.status != "FINISHED"]
+        client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
+
+
+def parent_run_id(sweep_dir: Path) -> str | None:
+    path = sweep_dir / PARENT_RUN_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def child_runs(client, parent_id: str) -> list:
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000
+    )
+
+
+class JobRun:
+    """One job's MLflow run: created before any request (so a bad URI fails fast), FINISHED on success,
+    FAILED with the error as a tag otherwise. A killed process leaves it RUNNING, never FINISHED."""
+
+    def __init__(self, cfg: DictConfig, choices: dict[str, str], sweep_dir: Path | None):
+        self.client, experiment_id = open_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
+        tags = {f"{TAG_PREFIX}{group}": str(choice) for group, choice in choices.items() if choice is not None}
+        parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        name = "-".join(str(choices.get(g)) for g in ("country", "style", "model") if choices.get(g))
+        self.run = self.client.create_run(experiment_id, run_name=name or None, tags=tags)
+        self.run_id = self.run.info.run_id
+        self.experiment_id = experiment_id
+        self.client.log_batch(self.run_id, params=_params(job_params(cfg, choices)))
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+    def __enter__(self) -> "JobRun":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is None:
+            self.client.set_terminated(self.run_id, "FINISHED")
+            return
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
+        self.client.set_tag(self.run_id, f"{TAG_PREFIX}error", message)
+        self.client.set_terminated(self.run_id, status)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        mlflow = _mlflow()
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and not math.isinf(float(v))}
+        batch = [mlflow.entities.Metric(k, v, now, 0) for k, v in finite.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_json(self, data: Any, name: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(data, indent=1, ensure_ascii=False), name)
+
+    def log_jsonl(self, rows: list[dict], name: str) -> None:
+        self.client.log_text(self.run_id, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), name)
+
+    def url_hint(self, tracking_uri: str) -> str:
+        return f"experiment {self.experiment_id}, run {self.run_id} ({tracking_uri})"
+
+
+def job_params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
+    params: dict[str, Any] = {group: choice for group, choice in choices.items() if not group.startswith("hydra")}
+    for group in ("model", "judge"):
+        for key, value in cfg[group].items():
+            if not isinstance(value, (list, dict, DictConfig)) and not key.startswith("_"):
+                params[f"{group}.{key}"] = value
+    for key in ("samples", "seed", "concurrency", "estimator"):
+        params[key] = cfg[key]
+    for key in ("path", "limit", "n_options", "countries"):
+        params[f"dataset.{key}"] = cfg.dataset[key]
+    params["bootstrap.resamples"] = cfg.bootstrap.resamples
+    params["bootstrap.confidence"] = cfg.bootstrap.confidence
+    params["bootstrap.method"] = cfg.bootstrap.method
+    return params
+
+
+def _params(values: dict[str, Any]):
+    mlflow = _mlflow()
+    return [mlflow.entities.Param(key, str(value)[:6000]) for key, value in values.items()]

@@ -1,0 +1,89 @@
+"""A real --multirun through the installed CLI against the fake OpenAI-compatible server, checked in MLflow."""
+
+import json
+
+import mlflow
+import pytest
+
+from tests.fake_openai import FakeOpenAIServer
+from tests.helpers import fake_model_overrides, run_cli
+
+METRICS = [
+    "wasserstein_similarity",
+    "wasserstein_similarity_ci_low",
+    "wasserstein_similarity_ci_high",
+    "unclassifiable_rate",
+    "n_questions",
+    "n_responses",
+    "prompt_tokens",
+    "completion_tokens",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, paper_csv):
+    workdir = tmp_path_factory.mktemp("sweep")
+    with FakeOpenAIServer() as server:
+        args = [
+            "--multirun",
+            "experiment=table1",
+            *fake_model_overrides(server.base_url, paper_csv, workdir),
+            "country=us,india",
+            "samples=4",
+            "dataset.limit=3",
+            f"hydra.sweep.dir={workdir / 'multirun'}",
+        ]
+        result = run_cli(args, cwd=workdir)
+        requests = server.stats.requests
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    return workdir, result, client, requests
+
+
+def test_sweep_has_one_parent_and_six_children(sweep):
+    _, _, client, _ = sweep
+    experiment = client.get_experiment_by_name("culturealign")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("culturealign.kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == 6 == len(runs) - 1
+    combos = {(r.data.params["country"], r.data.params["style"]) for r in children}
+    assert combos == {(c, s) for c in ("us", "india") for s in ("classification", "cot", "scenarios")}
+
+
+def test_every_child_has_metrics_params_and_artifacts(sweep, tmp_path):
+    workdir, result, client, requests = sweep
+    children = [r for r in client.search_runs([client.get_experiment_by_name("culturealign").experiment_id])
+                if "mlflow.parentRunId" in r.data.tags]
+    for run in children:
+        metrics, params = run.data.metrics, run.data.params
+        assert run.info.status == "FINISHED"
+        assert set(METRICS) <= set(metrics)
+        assert metrics["wasserstein_similarity_ci_low"] <= metrics["wasserstein_similarity"]
+        assert metrics["wasserstein_similarity"] <= metrics["wasserstein_similarity_ci_high"]
+        assert 0 <= metrics["unclassifiable_rate"] <= 1
+        assert metrics["n_questions"] == 3 and metrics["n_responses"] == 12
+        assert params["model.temperature"] == "0.7" and params["model.top_p"] == "1.0"
+        assert params["samples"] == "4" and params["model"] == "openai-compatible"
+        local = client.download_artifacts(run.info.run_id, "", str(tmp_path / run.info.run_id))
+        distributions = json.load(open(f"{local}/distributions.json"))
+        assert len(distributions) == 3
+        assert {"id", "question", "options", "human_distribution", "model_counts", "similarity"} <= set(distributions[0])
+        responses = [json.loads(line) for line in open(f"{local}/responses.jsonl")]
+        assert len(responses) == 12
+        assert {"prompt", "response", "judge_output", "option"} <= set(responses[0])
+        if params["style"] != "classification":
+            assert all(r["judge_output"] for r in responses)
+        # The metric is what the artifact says: mean over scored questions.
+        scored = [d["similarity"] for d in distributions if d["similarity"] is not None]
+        assert metrics["wasserstein_similarity"] == pytest.approx(sum(scored) / len(scored))
+        assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # 72 model requests; the judge is asked once per distinct (question, response) of the 4 free-text jobs
+    assert 72 < requests <= 72 + 4 * 12
+
+
+def test_summary_printed_for_each_job(sweep):
+    _, result, _, _ = sweep
+    assert result.stdout.count("Wasserstein similarity") == 6
+    assert result.stdout.count("MLflow: experiment") == 6
