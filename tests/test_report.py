@@ -9,12 +9,14 @@ import mlflow
 import numpy as np
 import pytest
 from scipy import stats
+from sklearn.metrics import cohen_kappa_score
 
 from culturealign.config import load_country
 from culturealign.dataset import read_questions, select_questions
-from culturealign.report.cli import report_main
+from culturealign.report.cli import audit_main, report_main
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import fake_model_overrides, run_cli
+from tests.test_ui import get, start_ui, stop_ui, wait_for
 
 COUNTRIES = ("us", "india")
 STYLES = ("classification", "cot", "scenarios")
@@ -169,3 +171,67 @@ def test_report_errors_are_one_line(sweep, tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("culturealign-report: error: ") for line in errors)
     assert "no MLflow store" in errors[0] and "not found" in errors[1] and "no experiment 'nope'" in errors[2]
+
+
+def audit(uri, *argv):
+    return audit_main([*argv, "--tracking-uri", uri])
+
+
+def test_judge_audit_of_a_real_run(sweep, tmp_path, capsys):
+    _, uri, client, _, children, _ = sweep
+    run_id = children[("us", "cot")].info.run_id
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        assert audit(uri, "export", "--run", run_id, "--n", "10", "--seed", str(seed), "--out", str(tmp_path / name)) == 0
+    a, b, c = (read_csv(tmp_path / name) for name in "abc")
+    assert a == b and a != c and len(a) == 10
+    local = client.download_artifacts(run_id, "responses.jsonl", str(tmp_path))
+    records = {(r["question_id"], r["sample_index"]): r for r in map(json.loads, open(local))}
+    assert len({(r["question_id"], r["sample_index"]) for r in a}) == 10  # no response twice
+    for row in a:
+        record = records[(row["question_id"], int(row["sample_index"]))]
+        assert row["response"] == record["response"] and row["judge_output"] == record["judge_output"]
+        assert int(row["judge_option"]) == (record["option"] or 0) and row["label"] == ""
+    # A human agrees with the judge on 8 of 10 responses.
+    judged = [int(r["judge_option"]) for r in a]
+    labels = [(j % 2) + 1 if i < 2 else j for i, j in enumerate(judged)]
+    with open(tmp_path / "labelled.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, list(a[0]))
+        writer.writeheader()
+        writer.writerows(r | {"label": str(label)} for r, label in zip(a, labels))
+    capsys.readouterr()
+    assert audit(uri, "score", "--run", run_id, str(tmp_path / "labelled.csv")) == 0
+    assert "accuracy 0.800" in capsys.readouterr().out
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["judge_audit_accuracy"] == pytest.approx(0.8) and metrics["judge_audit_n"] == 10
+    assert metrics["judge_audit_kappa"] == pytest.approx(cohen_kappa_score(labels, judged))
+    assert metrics["judge_audit_accuracy_ci_low"] <= 0.8 <= metrics["judge_audit_accuracy_ci_high"]
+    assert metrics["judge_audit_kappa_ci_low"] <= metrics["judge_audit_kappa"] <= metrics["judge_audit_kappa_ci_high"]
+    assert "judge_audit.csv" in {f.path for f in client.list_artifacts(run_id)}
+
+
+def test_judge_audit_refuses_runs_without_a_judge(sweep, tmp_path, capsys):
+    _, uri, _, parent_id, children, _ = sweep
+    out = str(tmp_path / "x.csv")
+    cases = [
+        (children[("us", "classification")].info.run_id, "parsed as option numbers, not judged; audit a cot or scenarios run"),
+        (parent_id, "is a sweep's parent run"),
+        ("f" * 32, "not found"),
+    ]
+    capsys.readouterr()
+    for run_id, message in cases:
+        assert audit(uri, "export", "--run", run_id, "--out", out) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("culturealign-audit: error: ") and message in error and "\n" not in error
+
+
+def test_ui_shows_the_sweep_and_its_report(sweep, tmp_path):
+    _, uri, _, parent_id, _, _ = sweep
+    process, base = start_ui(uri, tmp_path)
+    try:
+        wait_for(f"{base}/health", process)
+        status, body = get(f"{base}/ajax-api/2.0/mlflow/runs/get?run_id={parent_id}")
+        assert status == 200 and json.loads(body)["run"]["info"]["run_id"] == parent_id
+        status, body = get(f"{base}/get-artifact?path=report/table1.md&run_uuid={parent_id}")
+        assert status == 200 and body.startswith("### Table 1".encode())
+    finally:
+        stop_ui(process)

@@ -120,7 +120,8 @@ def read_labels(path: Path, run_id: str, questions: dict[str, dict]) -> tuple[np
     unlabeled = [str(line) for line, row in enumerate(rows, start=2) if not row["label"].strip()]
     if unlabeled:
         raise ReportError(
-            f"{path}: {len(unlabeled)} of {len(rows)} rows have no label (lines {', '.join(unlabeled[:10])}); "
+            f"{path}: {len(unlabeled)} of {len(rows)} rows have no label "
+            f"(line{'s' if len(unlabeled) > 1 else ''} {', '.join(unlabeled[:10])}); "
             "fill each with the option number the response takes, or 0 if it takes none"
         )
     labels = [_label(row, line, path, questions) for line, row in enumerate(rows, start=2)]

@@ -96,7 +96,10 @@ def option1_scatter(sweep: Sweep, path: Path) -> Path:
             axis.set_xlabel("human P(option 1)")
             axis.set_ylabel("model P(option 1)")
             axis.set_title(", ".join(filter(None, [sweep.group_label(group), style])))
-            axis.legend(fontsize="x-small", loc="upper left")
+            if axis.collections:
+                axis.legend(fontsize="x-small", loc="upper left")
+            else:
+                axis.text(0.5, 0.5, "not run", ha="center", va="center", color="grey")
     figure.savefig(path)
     return path
 
