@@ -42,17 +42,12 @@ def _colours(n: int) -> list:
 
 
 def similarity_bars(sweep: Sweep, references: dict[tuple, References], path: Path) -> Path:
-    styles, groups = sweep.styles(), sweep.groups()
-    figure, axes = _figure(len(groups), 1, max(6.0, 1.6 * len(sweep.rows()) / len(groups) + 2), 3.6)
-    width = 0.8 / len(styles)
-    for axis, group in zip(axes[:, 0], groups):
-        rows = [row for row in sweep.rows() if row.group == group]
-        for i, (style, colour) in enumerate(zip(styles, _colours(len(styles)))):
-            x = np.arange(len(rows)) + (i - (len(styles) - 1) / 2) * width
-            runs = [row.runs.get(style) for row in rows]
-            values = np.array([r.metrics["wasserstein_similarity"] if r else math.nan for r in runs])
-            low = np.array([r.metrics.get("wasserstein_similarity_ci_low", math.nan) if r else math.nan for r in runs])
-            high = np.array([r.metrics.get("wasserstein_similarity_ci_high", math.nan) if r else math.nan for r in runs])
+    figure, panels = _bar_panels(sweep, 3.6)
+    for axis, group, rows in panels:
+        for i, style, colour, x, width, runs in _style_bars(rows, sweep.styles()):
+            values = np.array([_metric(r, "wasserstein_similarity") for r in runs])
+            low = np.array([_metric(r, "wasserstein_similarity_ci_low") for r in runs])
+            high = np.array([_metric(r, "wasserstein_similarity_ci_high") for r in runs])
             axis.bar(x, values, width, color=colour, label=style,
                      yerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)], capsize=3)
             ceilings = [references[(row.group, row.country)].ceilings.get(style, math.nan) for row in rows]
@@ -61,13 +56,39 @@ def similarity_bars(sweep: Sweep, references: dict[tuple, References], path: Pat
         for j, row in enumerate(rows):
             axis.hlines(references[(row.group, row.country)].uniform, j - 0.45, j + 0.45, colors="grey",
                         linestyles="dashed", label="uniform-random model" if j == 0 else None)
-        axis.set_xticks(np.arange(len(rows)), [row.label for row in rows])
         axis.set_ylim(_lower_limit(sweep), 1.0)
-        axis.set_ylabel("Wasserstein similarity")
-        axis.set_title(sweep.group_label(group) or "Similarity to the population, by interaction style")
-        axis.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=len(styles) + 2)
+        _finish_panel(axis, rows, "Wasserstein similarity",
+                      sweep.group_label(group) or "Similarity to the population, by interaction style")
     figure.savefig(path)
     return path
+
+
+def _bar_panels(sweep: Sweep, height: float):
+    """The figure and its panels, one per value of the extra dimensions: (axis, group, Table 1 rows)."""
+    groups = sweep.groups()
+    figure, axes = _figure(len(groups), 1, max(6.0, 1.6 * len(sweep.rows()) / len(groups) + 2), height)
+    rows = sweep.rows()
+    return figure, [(axis, group, [r for r in rows if r.group == group]) for axis, group in zip(axes[:, 0], groups)]
+
+
+def _style_bars(rows, styles: list[str]):
+    """Per style: (index, style, colour, bar positions beside the other styles, width, its run per row or None)."""
+    width = 0.8 / len(styles)
+    for i, (style, colour) in enumerate(zip(styles, _colours(len(styles)))):
+        x = np.arange(len(rows)) + (i - (len(styles) - 1) / 2) * width
+        yield i, style, colour, x, width, [row.runs.get(style) for row in rows]
+
+
+def _metric(run, name: str) -> float:
+    return run.metrics.get(name, math.nan) if run is not None else math.nan
+
+
+def _finish_panel(axis, rows, ylabel: str, title: str) -> None:
+    axis.set_xticks(np.arange(len(rows)), [row.label for row in rows])
+    axis.set_xlim(-0.5, len(rows) - 0.5)  # keeps room for styles not run (NaN bars do not autoscale)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=3)
 
 
 def _lower_limit(sweep: Sweep) -> float:
@@ -105,20 +126,12 @@ def option1_scatter(sweep: Sweep, path: Path) -> Path:
 
 
 def unclassifiable_bars(sweep: Sweep, path: Path) -> Path:
-    styles, groups = sweep.styles(), sweep.groups()
-    figure, axes = _figure(len(groups), 1, max(6.0, 1.6 * len(sweep.rows()) / len(groups) + 2), 3.0)
-    width = 0.8 / len(styles)
-    for axis, group in zip(axes[:, 0], groups):
-        rows = [row for row in sweep.rows() if row.group == group]
-        for i, (style, colour) in enumerate(zip(styles, _colours(len(styles)))):
-            x = np.arange(len(rows)) + (i - (len(styles) - 1) / 2) * width
-            rates = [100 * row.runs[style].metrics["unclassifiable_rate"] if style in row.runs else math.nan
-                     for row in rows]
-            bars = axis.bar(x, rates, width, color=colour, label=style)
-            axis.bar_label(bars, fmt="%.1f", fontsize="x-small")
-        axis.set_xticks(np.arange(len(rows)), [row.label for row in rows])
-        axis.set_ylabel("unclassifiable answers (%)")
-        axis.set_title(sweep.group_label(group) or "Answers the parser or judge could not classify")
-        axis.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=len(styles))
+    figure, panels = _bar_panels(sweep, 3.0)
+    for axis, group, rows in panels:
+        for _, style, colour, x, width, runs in _style_bars(rows, sweep.styles()):
+            rates = [100 * _metric(run, "unclassifiable_rate") for run in runs]
+            axis.bar_label(axis.bar(x, rates, width, color=colour, label=style), fmt="%.1f", fontsize="x-small")
+        _finish_panel(axis, rows, "unclassifiable answers (%)",
+                      sweep.group_label(group) or "Answers the parser or judge could not classify")
     figure.savefig(path)
     return path
