@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 
 from culturealign.metrics import finite_sample_ceiling, uniform_similarity, wasserstein_similarity
-from culturealign.report.runs import Row, RunRecord, Sweep
+from culturealign.report.runs import RunRecord, Sweep
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from omegaconf import OmegaConf
 
 from culturealign.errors import ReportError
 
@@ -185,8 +185,7 @@ def _country_label(client, run, folder: Path) -> str:
     fallback = run.data.params.get("country", "")
     try:
         path = client.download_artifacts(run.info.run_id, "config.yaml", str(folder))
-        with open(path, encoding="utf-8") as handle:
-            return str(yaml.safe_load(handle)["country"]["label"] or fallback)
+        return str(OmegaConf.load(path).country.label or fallback)
     except Exception:  # an older or hand-made run without the artifact: the choice name is a fine label
         return fallback
 
