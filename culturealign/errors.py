@@ -24,3 +24,7 @@ class ModelError(CultureAlignError):
 
 class TrackingError(CultureAlignError):
     """MLflow cannot be reached or written."""
+
+
+class ReportError(CultureAlignError):
+    """Tracked runs cannot be found or read, or an audit file is incomplete."""

@@ -78,6 +78,20 @@ class SweepCallback(Callback):
         children = child_runs(client, parent_id)
         failed = [r for r in children if r.info.status != "FINISHED"]
         client.set_terminated(parent_id, status="FAILED" if failed else "FINISHED")
+        report_sweep(config.mlflow.tracking_uri, parent_id, Path(config.hydra.sweep.dir) / "report")
+
+
+def report_sweep(tracking_uri: str, parent_id: str, folder: Path) -> None:
+    """Table 1 and the rest of the report at the end of a sweep; a report that fails never fails the sweep."""
+    try:
+        from culturealign.report.build import build_report
+
+        report = build_report(tracking_uri, parent_id=parent_id, folder=folder)
+    except Exception as error:  # noqa: BLE001 - the runs are safe in MLflow; the report can be rebuilt
+        log.warning(f"no report for sweep {parent_id} ({error}); build it with: culturealign-report --parent-run {parent_id}")
+        return
+    print(report.markdown, flush=True)
+    log.info(f"report in {folder} and in run {parent_id} under report/")
 
 
 def parent_run_id(sweep_dir: Path) -> str | None:
