@@ -18,10 +18,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from culturealign.errors import TrackingError
+from culturealign.reachability import unreachable_reason
 
 log = logging.getLogger("culturealign")
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 TAG_PREFIX = "culturealign."
+MAX_LOGGED_CHARS = 20_000  # longer model / judge outputs are cut in responses.jsonl, with a note
+CLIPPED_FIELDS = ("response", "judge_output")
 
 
 def _mlflow():
@@ -32,6 +35,8 @@ def _mlflow():
 
 def open_experiment(tracking_uri: str, experiment_name: str):
     """(client, experiment id), creating the SQLite store folder and the experiment if needed."""
+    if tracking_uri.startswith(("http://", "https://")):
+        _check_server(tracking_uri)
     mlflow = _mlflow()
     artifact_location = None
     if tracking_uri.startswith("sqlite:///"):
@@ -52,6 +57,16 @@ def open_experiment(tracking_uri: str, experiment_name: str):
         raise TrackingError(
             f"cannot open MLflow at {tracking_uri!r} ({message}); check mlflow.tracking_uri / MLFLOW_TRACKING_URI"
         ) from None
+
+
+def _check_server(tracking_uri: str) -> None:
+    """MLflow retries an unreachable server for minutes; a closed port should fail the job at once."""
+    reason = unreachable_reason(tracking_uri)
+    if reason:
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} is unreachable: {reason}; start it (see README, "
+            "'Shared tracking server') or fix mlflow.tracking_uri / MLFLOW_TRACKING_URI"
+        )
 
 
 class SweepCallback(Callback):
@@ -99,9 +114,9 @@ class JobRun:
     def __init__(self, cfg: DictConfig, choices: dict[str, str], sweep_dir: Path | None):
         self.client, experiment_id = open_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
         tags = {f"{TAG_PREFIX}{group}": str(choice) for group, choice in choices.items() if choice is not None}
-        parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
-        if parent:
-            tags["mlflow.parentRunId"] = parent
+        self.parent_id = parent_run_id(sweep_dir) if sweep_dir is not None else None
+        if self.parent_id:
+            tags["mlflow.parentRunId"] = self.parent_id
         name = "-".join(str(choices.get(g)) for g in ("country", "style", "model") if choices.get(g))
         self.run = self.client.create_run(experiment_id, run_name=name or None, tags=tags)
         self.run_id = self.run.info.run_id
@@ -120,6 +135,8 @@ class JobRun:
         message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
         self.client.set_tag(self.run_id, f"{TAG_PREFIX}error", message)
         self.client.set_terminated(self.run_id, status)
+        if self.parent_id:  # Hydra skips on_multirun_end after a failed job: the sweep would stay RUNNING
+            self.client.set_terminated(self.parent_id, status)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
@@ -136,6 +153,18 @@ class JobRun:
 
     def url_hint(self, tracking_uri: str) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id} ({tracking_uri})"
+
+
+def clip_record(record: dict, limit: int = MAX_LOGGED_CHARS) -> dict:
+    """A response record fit for logging: overlong texts keep their first `limit` characters and say so."""
+    clipped = dict(record)
+    for field in CLIPPED_FIELDS:
+        text = record.get(field)
+        if isinstance(text, str) and len(text) > limit:
+            clipped[field] = text[:limit]
+            clipped[f"{field}_truncated"] = True
+            clipped[f"{field}_chars"] = len(text)
+    return clipped
 
 
 def job_params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
