@@ -1,0 +1,31 @@
+"""Running one job in-process against the fake server, as the CLI would, and reading its MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from culturealign.cli import run_job
+from culturealign.experiment import RunResult
+from tests.helpers import fake_model_overrides, make_cfg
+
+
+def job_cfg(base_url: str, data: Path, workdir: Path, *overrides: str):
+    """A small fast job: fake server, 2 questions, quick retries (tests override any of it)."""
+    fast = ["model.retry_backoff=0.01", "dataset.limit=2", "samples=3", "style=classification"]
+    return make_cfg(*fake_model_overrides(base_url, data, workdir), *fast, *overrides)
+
+
+def run_in_process(cfg, style: str = "classification") -> RunResult:
+    return run_job(cfg, {"model": "openai-compatible", "country": "us", "style": style})
+
+
+def tracking_client(workdir: Path):
+    return mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+
+
+def only_run(workdir: Path):
+    client = tracking_client(workdir)
+    [run] = client.search_runs([client.get_experiment_by_name("culturealign").experiment_id])
+    return client, run
