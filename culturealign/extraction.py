@@ -45,9 +45,9 @@ def parse_judge_output(text: str, n_options: int) -> int | None:
 
 
 def _classification_value(text: str):
-    """The first JSON object carrying "classification"; objects nested in strings (a judge quoting the
-    response it classifies) are read as part of their outer object, never on their own."""
-    decoder = json.JSONDecoder()
+    """The last top-level JSON object carrying "classification": a judge may quote the response it
+    classifies (JSON and all) before giving its own answer. Objects inside an object are part of it."""
+    decoder, found = json.JSONDecoder(), None
     position = text.find("{")
     while position >= 0:
         try:
@@ -56,10 +56,12 @@ def _classification_value(text: str):
             position = text.find("{", position + 1)
             continue
         if isinstance(data, dict) and "classification" in data:
-            return data["classification"]
+            found = data["classification"]
         position = text.find("{", end)
-    match = _CLASSIFICATION_FIELD.search(text)  # e.g. truncated JSON or unescaped quotes in reasoning
-    return match.group(1) if match else None
+    if found is not None:
+        return found
+    matches = _CLASSIFICATION_FIELD.findall(text)  # e.g. truncated JSON or unescaped quotes in reasoning
+    return matches[-1] if matches else None
 
 
 class Judge:
