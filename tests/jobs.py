@@ -1,4 +1,5 @@
-"""Running one job in-process against the fake server, as the CLI would, and reading its MLflow run."""
+"""Running jobs against the fake server (in-process as the CLI would, or a sweep through the CLI) and
+reading their MLflow runs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import mlflow
 
 from culturealign.cli import run_job
 from culturealign.experiment import RunResult
-from tests.helpers import fake_model_overrides, make_cfg
+from tests.helpers import fake_model_overrides, make_cfg, run_cli
 
 
 def job_cfg(base_url: str, data: Path, workdir: Path, *overrides: str):
@@ -29,3 +30,10 @@ def only_run(workdir: Path):
     client = tracking_client(workdir)
     [run] = client.search_runs([client.get_experiment_by_name("culturealign").experiment_id])
     return client, run
+
+
+def small_sweep(base_url: str, data: Path, workdir: Path, *overrides: str, env: dict | None = None):
+    """`culturealign --multirun` of classification jobs (2 questions x 3 samples each), as a user runs it."""
+    args = ["--multirun", *fake_model_overrides(base_url, data, workdir), "style=classification", "samples=3"]
+    args += ["dataset.limit=2", f"hydra.sweep.dir={workdir / 'multirun'}", *overrides]
+    return run_cli(args, cwd=workdir, env=env)

@@ -70,7 +70,7 @@ CONFIG_CASES = {
     "dataset_no_countries": (["dataset.countries=[]"], r"dataset\.countries must list at least one country"),
     "dataset_one_option": (["dataset.n_options=1"], r"dataset\.n_options must be an integer >= 2, got 1"),
     "unknown_estimator": (["estimator=bayes"], r"estimator must be one of sample, logprobs, got 'bayes'"),
-    "logprobs_with_cot": (["estimator=logprobs", "style=cot"], r"estimator=logprobs works only with style=classification"),
+    "logprobs_with_cot": (["estimator=logprobs", "style=cot"], r"estimator=logprobs works only with style=class"),
     "max_tokens_zero": (["model.max_tokens=0"], r"model\.max_tokens must be null or a positive integer"),
     "timeout_zero": (["model.timeout=0"], r"model\.timeout must be a number of seconds > 0"),
     "max_retries_negative": (["model.max_retries=-1"], r"model\.max_retries must be an integer >= 0"),
@@ -86,7 +86,7 @@ CONFIG_CASES = {
         r"scenario template 1 has no \{question\} placeholder",
     ),
     "no_templates": (["style=scenarios", "scenarios.templates=[]"], r"scenarios\.templates is empty"),
-    "unknown_country_in_dataset_countries": (["dataset.countries=[us,atlantis]"], r"unknown country 'atlantis'; known:"),
+    "unknown_country_in_dataset_countries": (["dataset.countries=[us,atlantis]"], r"unknown country .atlantis.; known"),
 }
 
 

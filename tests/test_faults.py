@@ -9,8 +9,7 @@ import pytest
 from culturealign.errors import ModelError
 from culturealign.models.cache import ResponseCache
 from tests.fake_openai import FakeOpenAIServer, FaultPlan
-from tests.helpers import fake_model_overrides, run_cli
-from tests.jobs import job_cfg, only_run, run_in_process, tracking_client
+from tests.jobs import job_cfg, only_run, run_in_process, small_sweep, tracking_client
 from tests.sweep_runs import parent_and_children, responses
 
 QUESTIONS, SAMPLES = 3, 40
@@ -89,17 +88,8 @@ def test_failure_beyond_retry_budget_keeps_cached_answers(tmp_path, paper_csv):
 def test_sweep_job_failing_for_good_is_reported_and_the_others_still_run(tmp_path, paper_csv):
     """Hydra's basic launcher runs every job, then exits with the first failure."""
     with FakeOpenAIServer(faults=FaultPlan(rate_500=1.0)) as down, FakeOpenAIServer() as up:
-        args = [
-            "--multirun",
-            *fake_model_overrides(up.base_url, paper_csv, tmp_path),
-            f"model.base_url={down.base_url},{up.base_url}",  # job 0 fails, job 1 must still run
-            "model.max_retries=2",
-            "model.retry_backoff=0.01",
-            "samples=3",
-            "dataset.limit=2",
-            f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        ]
-        result = run_cli(args, cwd=tmp_path)
+        urls = f"model.base_url={down.base_url},{up.base_url}"  # job 0 fails, job 1 must still run
+        result = small_sweep(up.base_url, paper_csv, tmp_path, urls, "model.max_retries=2", "model.retry_backoff=0.01")
         assert down.stats.requests >= 3 and up.stats.requests == 6
     assert result.returncode == 1 and "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "HTTP 500" in line]

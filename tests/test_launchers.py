@@ -1,32 +1,20 @@
 """Sweeps through other Hydra launchers: submitit (the cluster path, run as local processes) and joblib."""
 
-import mlflow
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from culturealign.config import conf_dir
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import fake_model_overrides, run_cli
+from tests.jobs import small_sweep, tracking_client
 from tests.sweep_runs import parent_and_children
 
 
 def run_sweep(workdir, data, launcher_args: list[str], countries: str) -> tuple:
     with FakeOpenAIServer() as server:
-        args = [
-            "--multirun",
-            *launcher_args,
-            *fake_model_overrides(server.base_url, data, workdir),
-            f"country={countries}",
-            "style=classification",
-            "samples=3",
-            "dataset.limit=2",
-            f"hydra.sweep.dir={workdir / 'multirun'}",
-        ]
-        result = run_cli(args, cwd=workdir)
+        result = small_sweep(server.base_url, data, workdir, *launcher_args, f"country={countries}")
         requests = server.stats.requests
     assert result.returncode == 0, result.stderr[-3000:]
-    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    return client, requests
+    return tracking_client(workdir), requests
 
 
 def launcher_config(*overrides: str):

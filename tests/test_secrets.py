@@ -1,7 +1,7 @@
 """API keys come only from the environment and never reach MLflow, Hydra's outputs, logs or the cache."""
 
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import fake_model_overrides, run_cli
+from tests.jobs import small_sweep
 
 KEY = "sk-culturealign-test-7f3a9c2e51d04b86"
 
@@ -12,16 +12,8 @@ def files_containing(root, needle: bytes) -> list[str]:
 
 def test_api_key_is_sent_but_never_stored(tmp_path, paper_csv):
     with FakeOpenAIServer() as server:
-        args = [
-            "--multirun",
-            *fake_model_overrides(server.base_url, paper_csv, tmp_path),
-            "model.api_key_env=CULTUREALIGN_TEST_KEY",  # the judge reads the same variable
-            "style=classification,cot",
-            "samples=2",
-            "dataset.limit=2",
-            f"hydra.sweep.dir={tmp_path / 'outputs'}",
-        ]
-        result = run_cli(args, cwd=tmp_path, env={"CULTUREALIGN_TEST_KEY": KEY})
+        overrides = ["model.api_key_env=CULTUREALIGN_TEST_KEY", "style=classification,cot"]  # judge: same variable
+        result = small_sweep(server.base_url, paper_csv, tmp_path, *overrides, env={"CULTUREALIGN_TEST_KEY": KEY})
         sent = set(server.stats.authorizations)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sent == {f"Bearer {KEY}"} and server.stats.by_kind["judge"] > 0

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import fake_model_overrides, run_cli
+from tests.jobs import small_sweep
 from tests.sweep_runs import parent_and_children, responses
 
 STARTUP_SECONDS = 90  # a fresh SQLite store is migrated at start: ~20 s on 2 cores
@@ -66,10 +66,9 @@ def remote_sweep(tracking_server, tmp_path_factory, paper_csv):
     url, _ = tracking_server
     workdir = tmp_path_factory.mktemp("remote_sweep")
     with FakeOpenAIServer() as model_server:
-        overrides = [o for o in fake_model_overrides(model_server.base_url, paper_csv, workdir) if "mlflow" not in o]
-        args = ["--multirun", *overrides, "country=us,japan", "samples=3", "dataset.limit=2"]
-        args.append(f"hydra.sweep.dir={workdir / 'multirun'}")
-        result = run_cli(args, cwd=workdir, env={"MLFLOW_TRACKING_URI": url})
+        result = small_sweep(
+            model_server.base_url, paper_csv, workdir, "country=us,japan", "mlflow.tracking_uri=" + url
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     return mlflow.MlflowClient(url), workdir
 
