@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from culturealign.errors import TrackingError
@@ -85,6 +87,20 @@ class SweepCallback(Callback):
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
         log.info(f"MLflow parent run {run.info.run_id} in experiment {config.mlflow.experiment_name!r}")
 
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Hydra skips on_multirun_end once a job has failed (bad input included), which would leave the
+        sweep RUNNING: mark it FAILED as soon as one of its jobs fails."""
+        if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
+            return
+        parent_id = parent_run_id(Path(config.hydra.sweep.dir))
+        if parent_id is None:
+            return
+        try:
+            client, _ = open_experiment(config.mlflow.tracking_uri, config.mlflow.experiment_name)
+        except TrackingError:
+            return  # the job failed on this very error, and reports it
+        client.set_terminated(parent_id, "FAILED")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         parent_id = parent_run_id(Path(config.hydra.sweep.dir))
         if parent_id is None:
@@ -114,9 +130,9 @@ class JobRun:
     def __init__(self, cfg: DictConfig, choices: dict[str, str], sweep_dir: Path | None):
         self.client, experiment_id = open_experiment(cfg.mlflow.tracking_uri, cfg.mlflow.experiment_name)
         tags = {f"{TAG_PREFIX}{group}": str(choice) for group, choice in choices.items() if choice is not None}
-        self.parent_id = parent_run_id(sweep_dir) if sweep_dir is not None else None
-        if self.parent_id:
-            tags["mlflow.parentRunId"] = self.parent_id
+        parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
+        if parent:
+            tags["mlflow.parentRunId"] = parent
         name = "-".join(str(choices.get(g)) for g in ("country", "style", "model") if choices.get(g))
         self.run = self.client.create_run(experiment_id, run_name=name or None, tags=tags)
         self.run_id = self.run.info.run_id
@@ -135,8 +151,6 @@ class JobRun:
         message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
         self.client.set_tag(self.run_id, f"{TAG_PREFIX}error", message)
         self.client.set_terminated(self.run_id, status)
-        if self.parent_id:  # Hydra skips on_multirun_end after a failed job: the sweep would stay RUNNING
-            self.client.set_terminated(self.parent_id, status)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)

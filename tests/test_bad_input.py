@@ -15,7 +15,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from culturealign.errors import ConfigError, DatasetError, ModelError, TrackingError
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import make_cfg, run_cli
-from tests.jobs import job_cfg, run_in_process
+from tests.jobs import job_cfg, run_in_process, small_sweep, tracking_client
+from tests.sweep_runs import parent_and_children
 
 HEADER = "question,selections,options,source\n"
 US_JAPAN = "defaultdict(<class 'list'>, {'United States': [0.6, 0.4], 'Japan': [0.3, 0.7]})"
@@ -214,3 +215,14 @@ def test_full_error_shows_the_traceback_when_asked(tmp_path):
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" in result.stderr and "model.temperature" in result.stderr
+
+
+def test_bad_value_in_a_sweep_fails_its_job_and_marks_the_sweep_failed(server, tmp_path, paper_csv):
+    server.stats.reset()
+    result = small_sweep(server.base_url, paper_csv, tmp_path, "model.temperature=5,0.7")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model.temperature must be a number in [0, 2], got 5" in result.stderr.splitlines()
+    parent, [child] = parent_and_children(tracking_client(tmp_path))  # the bad job never reached MLflow
+    assert parent.info.status == "FAILED"
+    assert child.info.status == "FINISHED" and child.data.params["model.temperature"] == "0.7"
+    assert server.stats.requests == 6  # only the good job's
