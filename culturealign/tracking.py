@@ -67,7 +67,7 @@ def _check_server(tracking_uri: str) -> None:
     if reason:
         raise TrackingError(
             f"MLflow tracking server {tracking_uri} is unreachable: {reason}; start it (see README, "
-            "'Shared tracking server') or fix mlflow.tracking_uri / MLFLOW_TRACKING_URI"
+            "'Share one MLflow tracking server') or fix mlflow.tracking_uri / MLFLOW_TRACKING_URI"
         )
 
 
