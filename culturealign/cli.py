@@ -10,16 +10,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from culturealign import experiment
+from culturealign import config, experiment
 from culturealign.config import conf_dir
 from culturealign.experiment import RunResult
-from culturealign.tracking import JobRun
+from culturealign.tracking import JobRun, clip_record
 
 log = logging.getLogger("culturealign")
 
 
 def run_job(cfg: DictConfig, choices: dict[str, str], sweep_dir: Path | None = None) -> RunResult:
     """Run one job and track it in MLflow (the run exists before the first request)."""
+    config.validate(cfg)  # a bad config fails before MLflow logs it (or any secret in it)
     with JobRun(cfg, choices, sweep_dir) as tracked:
         result = experiment.run(cfg, country_label=choices.get("country", ""))
         log_result(tracked, result, cfg)
@@ -50,9 +51,12 @@ def log_result(tracked: JobRun, result: RunResult, cfg: DictConfig) -> None:
             f"{role}_spent_prompt_tokens": usage.prompt_tokens,
             f"{role}_spent_completion_tokens": usage.completion_tokens,
         }
+        metrics |= {f"{role}_errors_{kind}": count for kind, count in usage.errors.items()}
+        if usage.retries:
+            log.info(f"{role}: {usage.requests} requests, {usage.retries} retried after errors {usage.errors}")
     tracked.log_metrics(metrics)
     tracked.log_json([q.as_dict() for q in scores.questions], "distributions.json")
-    tracked.log_jsonl(result.records, "responses.jsonl")
+    tracked.log_jsonl([clip_record(record) for record in result.records], "responses.jsonl")
 
 
 def summary(result: RunResult, choices: dict[str, str], where: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ CONF_DIR_NAME = "conf"
 EXTRACTIONS = ("option_number", "judge")
 ESTIMATORS = ("sample", "logprobs")
 BOOTSTRAP_METHODS = ("percentile", "basic", "bca")
+_ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_KEY = re.compile(r"(api_?key|token|secret|password)$", re.IGNORECASE)
 
 
 def conf_dir() -> Path:
@@ -93,15 +97,24 @@ def validate(cfg: DictConfig) -> None:
     limit = cfg.dataset.limit
     _require(limit is None or (isinstance(limit, int) and limit > 0), f"dataset.limit must be null or > 0, got {limit!r}")
     _require(bool(cfg.dataset.countries), "dataset.countries must list at least one country")
+    n_options = cfg.dataset.n_options
+    _require(
+        isinstance(n_options, int) and n_options >= 2,
+        f"dataset.n_options must be an integer >= 2, got {n_options!r}",
+    )
     if cfg.style.name == "scenarios":
         check_scenario_templates(list(cfg.scenarios.templates))
 
 
 def _check_model(model_cfg: DictConfig, group: str) -> None:
     _require(model_cfg.provider in PROVIDERS, f"{group}.provider must be one of {', '.join(PROVIDERS)}")
+    _check_no_secrets(model_cfg, group)
     temperature, top_p = model_cfg.temperature, model_cfg.top_p
-    _require(_number(temperature) and 0 <= temperature <= 2, f"{group}.temperature must be in [0, 2], got {temperature!r}")
-    _require(_number(top_p) and 0 < top_p <= 1, f"{group}.top_p must be in (0, 1], got {top_p!r}")
+    _require(
+        _number(temperature) and 0 <= temperature <= 2,
+        f"{group}.temperature must be a number in [0, 2], got {temperature!r}",
+    )
+    _require(_number(top_p) and 0 < top_p <= 1, f"{group}.top_p must be a number in (0, 1], got {top_p!r}")
     max_tokens = model_cfg.get("max_tokens")
     _require(
         max_tokens is None or (isinstance(max_tokens, int) and max_tokens > 0),
@@ -114,6 +127,41 @@ def _check_model(model_cfg: DictConfig, group: str) -> None:
         )
         n = model_cfg.get("n_per_request", 1)
         _require(isinstance(n, int) and n >= 1, f"{group}.n_per_request must be an integer >= 1, got {n!r}")
+        _check_http_settings(model_cfg, group)
+
+
+def _check_http_settings(model_cfg: DictConfig, group: str) -> None:
+    timeout, retries = model_cfg.get("timeout"), model_cfg.get("max_retries")
+    _require(_number(timeout) and timeout > 0, f"{group}.timeout must be a number of seconds > 0, got {timeout!r}")
+    _require(
+        isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0,
+        f"{group}.max_retries must be an integer >= 0, got {retries!r}",
+    )
+    backoff = model_cfg.get("retry_backoff", 0.5)
+    _require(
+        _number(backoff) and backoff >= 0, f"{group}.retry_backoff must be a number of seconds >= 0, got {backoff!r}"
+    )
+    if urllib.parse.urlsplit(str(model_cfg.base_url)).password:
+        raise ConfigError(
+            f"{group}.base_url carries a password; remove it and put the key in the environment variable "
+            f"named by {group}.api_key_env"
+        )
+
+
+def _check_no_secrets(model_cfg: DictConfig, group: str) -> None:
+    """Keys come only from the environment: a key in the config would be logged with every run."""
+    for key in model_cfg:
+        if _SECRET_KEY.search(str(key)):
+            raise ConfigError(
+                f"{group}.{key}: do not put secrets in the config (it is logged); export the key in an "
+                f"environment variable and set {group}.api_key_env to its name"
+            )
+    name = model_cfg.get("api_key_env")
+    if name is not None and not _ENV_VAR_NAME.fullmatch(str(name)):
+        raise ConfigError(
+            f"{group}.api_key_env must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+            "not the key itself; export the key and pass its variable name"
+        )
 
 
 def _number(value) -> bool:

@@ -16,7 +16,6 @@ from typing import Sequence
 from culturealign.models.base import GenerateConfig, ModelClient
 from culturealign.prompts import judge_prompt, user
 
-_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 _CLASSIFICATION_FIELD = re.compile(r'"classification"\s*:\s*"?\s*(-?\d+)', re.IGNORECASE)
 MAX_JUDGED_CHARS = 20_000  # longer responses are cut for the judge (the count keeps them)
 
@@ -46,15 +45,23 @@ def parse_judge_output(text: str, n_options: int) -> int | None:
 
 
 def _classification_value(text: str):
-    for candidate in _JSON_OBJECT.finditer(text):
+    """The last top-level JSON object carrying "classification": a judge may quote the response it
+    classifies (JSON and all) before giving its own answer. Objects inside an object are part of it."""
+    decoder, found = json.JSONDecoder(), None
+    position = text.find("{")
+    while position >= 0:
         try:
-            data = json.loads(candidate.group(0))
+            data, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError:
+            position = text.find("{", position + 1)
             continue
         if isinstance(data, dict) and "classification" in data:
-            return data["classification"]
-    match = _CLASSIFICATION_FIELD.search(text)  # e.g. truncated JSON or unescaped quotes in reasoning
-    return match.group(1) if match else None
+            found = data["classification"]
+        position = text.find("{", end)
+    if found is not None:
+        return found
+    matches = _CLASSIFICATION_FIELD.findall(text)  # e.g. truncated JSON or unescaped quotes in reasoning
+    return matches[-1] if matches else None
 
 
 class Judge:

@@ -14,14 +14,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from culturealign.errors import TrackingError
+from culturealign.reachability import unreachable_reason
 
 log = logging.getLogger("culturealign")
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 TAG_PREFIX = "culturealign."
+MAX_LOGGED_CHARS = 20_000  # longer model / judge outputs are cut in responses.jsonl, with a note
+CLIPPED_FIELDS = ("response", "judge_output")
 
 
 def _mlflow():
@@ -32,6 +37,8 @@ def _mlflow():
 
 def open_experiment(tracking_uri: str, experiment_name: str):
     """(client, experiment id), creating the SQLite store folder and the experiment if needed."""
+    if tracking_uri.startswith(("http://", "https://")):
+        _check_server(tracking_uri)
     mlflow = _mlflow()
     artifact_location = None
     if tracking_uri.startswith("sqlite:///"):
@@ -54,6 +61,16 @@ def open_experiment(tracking_uri: str, experiment_name: str):
         ) from None
 
 
+def _check_server(tracking_uri: str) -> None:
+    """MLflow retries an unreachable server for minutes; a closed port should fail the job at once."""
+    reason = unreachable_reason(tracking_uri)
+    if reason:
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} is unreachable: {reason}; start it (see README, "
+            "'Share one MLflow tracking server') or fix mlflow.tracking_uri / MLFLOW_TRACKING_URI"
+        )
+
+
 class SweepCallback(Callback):
     """Creates the sweep's parent run before any job starts and closes it when all have ended."""
 
@@ -69,6 +86,20 @@ class SweepCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
         log.info(f"MLflow parent run {run.info.run_id} in experiment {config.mlflow.experiment_name!r}")
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Hydra skips on_multirun_end once a job has failed (bad input included), which would leave the
+        sweep RUNNING: mark it FAILED as soon as one of its jobs fails."""
+        if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
+            return
+        parent_id = parent_run_id(Path(config.hydra.sweep.dir))
+        if parent_id is None:
+            return
+        try:
+            client, _ = open_experiment(config.mlflow.tracking_uri, config.mlflow.experiment_name)
+        except TrackingError:
+            return  # the job failed on this very error, and reports it
+        client.set_terminated(parent_id, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         parent_id = parent_run_id(Path(config.hydra.sweep.dir))
@@ -150,6 +181,18 @@ class JobRun:
 
     def url_hint(self, tracking_uri: str) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id} ({tracking_uri})"
+
+
+def clip_record(record: dict, limit: int = MAX_LOGGED_CHARS) -> dict:
+    """A response record fit for logging: overlong texts keep their first `limit` characters and say so."""
+    clipped = dict(record)
+    for field in CLIPPED_FIELDS:
+        text = record.get(field)
+        if isinstance(text, str) and len(text) > limit:
+            clipped[field] = text[:limit]
+            clipped[f"{field}_truncated"] = True
+            clipped[f"{field}_chars"] = len(text)
+    return clipped
 
 
 def job_params(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:

@@ -397,6 +397,7 @@ class ServerStats:
     bodies:          parsed JSON request bodies (only if ``record=True``)
     connections:     TCP connections accepted (few => keep-alive works)
     http_requests:   all HTTP requests (including /v1/models, 404s, ...)
+    authorizations:  distinct ``Authorization`` header values received
     """
 
     def __init__(self, record: bool = False):
@@ -413,6 +414,7 @@ class ServerStats:
             self.bodies: List[Any] = []
             self.connections = 0
             self.http_requests = 0
+            self.authorizations: set = set()
 
     # mutators (called from the server loop)
     def _inc(self, name: str, n: int = 1) -> None:
@@ -426,6 +428,11 @@ class ServerStats:
                 self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
             if self.record:
                 self.bodies.append(body)
+
+    def _authorization(self, value: Optional[str]) -> None:
+        if value is not None:
+            with self._lock:
+                self.authorizations.add(value)
 
     def _fault(self, kind: str) -> None:
         with self._lock:
@@ -644,6 +651,7 @@ class FakeOpenAIServer:
                     return
                 keep_alive = headers.get("connection", "").lower() != "close"
                 self.stats._inc("http_requests")
+                self.stats._authorization(headers.get("authorization"))
                 result = await self._dispatch(method, path, body)
                 if result is None:  # "drop" fault
                     return

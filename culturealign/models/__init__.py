@@ -9,6 +9,7 @@ import os
 
 from culturealign.errors import ConfigError
 from culturealign.models.base import Completion, GenerateConfig, ModelClient, ModelError, UsageStats
+from culturealign.reachability import unreachable_reason
 
 PROVIDERS = ("openai", "llamacpp")
 
@@ -23,14 +24,17 @@ def build_client(
     if provider == "openai":
         from culturealign.models.openai_api import OpenAIClient
 
+        key = api_key(model_cfg, group)
+        check_reachable(model_cfg.base_url, group)
         return OpenAIClient(
             model=model_cfg.name,
             base_url=model_cfg.base_url,
-            api_key=api_key(model_cfg, group),
+            api_key=key,
             concurrency=concurrency,
             timeout=model_cfg.timeout,
             max_retries=model_cfg.max_retries,
             n_per_request=model_cfg.n_per_request,
+            backoff_base=model_cfg.get("retry_backoff", 0.5),
         )
     if provider == "llamacpp":
         from culturealign.models.llamacpp import LlamaCppClient, smollm2_path
@@ -45,6 +49,15 @@ def build_client(
             seed=seed,
         )
     raise ConfigError(f"unknown model.provider {provider!r}; use one of {', '.join(PROVIDERS)}")
+
+
+def check_reachable(base_url: str, group: str = "model") -> None:
+    """Before the first request: a server that is down fails the job now, not after every retry."""
+    reason = unreachable_reason(base_url)
+    if reason:
+        raise ModelError(
+            f"{group}.base_url {base_url} is unreachable: {reason}; start the server or fix {group}.base_url"
+        )
 
 
 def api_key(model_cfg, group: str = "model") -> str:

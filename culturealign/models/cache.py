@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -65,6 +66,9 @@ class ResponseCache:
         return found
 
     def put_many(self, identity: str, entries: Sequence[tuple[str, Completion]]) -> None:
+        # `created` is given explicitly: SQLite < 3.42 has no unixepoch('subsec'), so the column default is
+        # NULL there, and INSERT OR IGNORE would silently drop every row.
+        now = time.time()
         rows = [
             (
                 key,
@@ -73,13 +77,14 @@ class ResponseCache:
                 c.prompt_tokens,
                 c.completion_tokens,
                 json.dumps(c.first_token_logprobs) if c.first_token_logprobs is not None else None,
+                now,
             )
             for key, c in entries
         ]
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO responses "
-                "(key, identity, text, prompt_tokens, completion_tokens, first_token_logprobs) VALUES (?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO responses (key, identity, text, prompt_tokens, completion_tokens, "
+                "first_token_logprobs, created) VALUES (?,?,?,?,?,?,?)",
                 rows,
             )
 

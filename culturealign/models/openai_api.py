@@ -110,7 +110,7 @@ class OpenAIClient:
         for position, choice in enumerate(sorted(choices, key=lambda c: c.index or 0)):
             completions.append(
                 Completion(
-                    text=(choice.message.content or "") if choice.message else "",
+                    text=_valid_utf8(choice.message.content or "") if choice.message else "",
                     prompt_tokens=prompt_tokens if position == 0 else 0,
                     completion_tokens=share + (1 if position < rest else 0),
                     first_token_logprobs=_first_token_logprobs(choice),
@@ -133,6 +133,11 @@ class OpenAIClient:
 
     async def aclose(self) -> None:
         await self._sdk.close()
+
+
+def _valid_utf8(text: str) -> str:
+    """JSON may carry lone surrogates (a reply cut inside an emoji); they would break the cache and logs."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _first_token_logprobs(choice) -> dict[str, float] | None:
