@@ -14,13 +14,12 @@ from sklearn.metrics import cohen_kappa_score
 from culturealign.config import load_country
 from culturealign.dataset import read_questions, select_questions
 from culturealign.report.cli import audit_main, report_main
-from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import fake_model_overrides, run_cli
+from tests.conftest import MINI_SWEEP_COUNTRIES, MINI_SWEEP_QUESTIONS, MINI_SWEEP_SAMPLES
 from tests.test_ui import get, start_ui, stop_ui, wait_for
 
-COUNTRIES = ("us", "india")
+COUNTRIES = MINI_SWEEP_COUNTRIES
 STYLES = ("classification", "cot", "scenarios")
-QUESTIONS, SAMPLES = 4, 6
+QUESTIONS, SAMPLES = MINI_SWEEP_QUESTIONS, MINI_SWEEP_SAMPLES
 FILES = [
     "table1.md", "table1.tex", "table1.csv", "paired.md", "paired.csv", "questions.csv",
     "similarity.png", "option1_scatter.png", "unclassifiable.png",
@@ -28,27 +27,13 @@ FILES = [
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, paper_csv):
-    workdir = tmp_path_factory.mktemp("report")
-    with FakeOpenAIServer() as server:
-        args = [
-            "--multirun",
-            "experiment=table1",
-            *fake_model_overrides(server.base_url, paper_csv, workdir),
-            f"country={','.join(COUNTRIES)}",
-            f"samples={SAMPLES}",
-            f"dataset.limit={QUESTIONS}",
-            f"hydra.sweep.dir={workdir / 'multirun'}",
-        ]
-        result = run_cli(args, cwd=workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
+def sweep(mini_sweep):
+    client = mini_sweep.client
     experiment = client.get_experiment_by_name("culturealign")
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if r.data.tags.get("culturealign.kind") == "sweep")
     children = {(r.data.params["country"], r.data.params["style"]): r for r in runs if r is not parent}
-    return workdir, uri, client, parent.info.run_id, children, result.stdout
+    return mini_sweep.workdir, mini_sweep.uri, client, parent.info.run_id, children, mini_sweep.result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,7 @@ import json
 import mlflow
 import pytest
 
-from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import fake_model_overrides, run_cli
+from tests.conftest import MINI_SWEEP_QUESTIONS as QUESTIONS, MINI_SWEEP_SAMPLES as SAMPLES
 
 METRICS = [
     "wasserstein_similarity",
@@ -21,23 +20,8 @@ METRICS = [
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, paper_csv):
-    workdir = tmp_path_factory.mktemp("sweep")
-    with FakeOpenAIServer() as server:
-        args = [
-            "--multirun",
-            "experiment=table1",
-            *fake_model_overrides(server.base_url, paper_csv, workdir),
-            "country=us,india",
-            "samples=4",
-            "dataset.limit=3",
-            f"hydra.sweep.dir={workdir / 'multirun'}",
-        ]
-        result = run_cli(args, cwd=workdir)
-        requests = server.stats.requests
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    return workdir, result, client, requests
+def sweep(mini_sweep):
+    return mini_sweep.workdir, mini_sweep.result, mini_sweep.client, mini_sweep.requests
 
 
 def test_sweep_has_one_parent_and_six_children(sweep):
@@ -63,15 +47,15 @@ def test_every_child_has_metrics_params_and_artifacts(sweep, tmp_path):
         assert metrics["wasserstein_similarity_ci_low"] <= metrics["wasserstein_similarity"]
         assert metrics["wasserstein_similarity"] <= metrics["wasserstein_similarity_ci_high"]
         assert 0 <= metrics["unclassifiable_rate"] <= 1
-        assert metrics["n_questions"] == 3 and metrics["n_responses"] == 12
+        assert metrics["n_questions"] == QUESTIONS and metrics["n_responses"] == QUESTIONS * SAMPLES
         assert params["model.temperature"] == "0.7" and params["model.top_p"] == "1.0"
-        assert params["samples"] == "4" and params["model"] == "openai-compatible"
+        assert params["samples"] == str(SAMPLES) and params["model"] == "openai-compatible"
         local = client.download_artifacts(run.info.run_id, "", str(tmp_path / run.info.run_id))
         distributions = json.load(open(f"{local}/distributions.json"))
-        assert len(distributions) == 3
+        assert len(distributions) == QUESTIONS
         assert {"id", "question", "options", "human_distribution", "model_counts", "similarity"} <= set(distributions[0])
         responses = [json.loads(line) for line in open(f"{local}/responses.jsonl")]
-        assert len(responses) == 12
+        assert len(responses) == QUESTIONS * SAMPLES
         assert {"prompt", "response", "judge_output", "option"} <= set(responses[0])
         if params["style"] != "classification":
             assert all(r["judge_output"] for r in responses)
@@ -79,8 +63,9 @@ def test_every_child_has_metrics_params_and_artifacts(sweep, tmp_path):
         scored = [d["similarity"] for d in distributions if d["similarity"] is not None]
         assert metrics["wasserstein_similarity"] == pytest.approx(sum(scored) / len(scored))
         assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    # 72 model requests; the judge is asked once per distinct (question, response) of the 4 free-text jobs
-    assert 72 < requests <= 72 + 4 * 12
+    # one model request per sample; the judge once per distinct (question, response) of the 4 free-text jobs
+    model_requests = 6 * QUESTIONS * SAMPLES
+    assert model_requests < requests <= model_requests + 4 * QUESTIONS * SAMPLES
 
 
 def test_summary_printed_for_each_job(sweep):
