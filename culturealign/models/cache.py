@@ -64,6 +64,14 @@ class ResponseCache:
                 )
         return found
 
+    def lookup(
+        self, identity: str, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
+    ) -> dict[int, Completion]:
+        """The cached answers among `sample_indices`, by index (dry runs count what is missing)."""
+        keys = {index: cache_key(identity, messages, config, index) for index in sample_indices}
+        found = self.get_many(list(keys.values()))
+        return {index: found[key] for index, key in keys.items() if key in found}
+
     def put_many(self, identity: str, entries: Sequence[tuple[str, Completion]]) -> None:
         rows = [
             (
@@ -99,6 +107,11 @@ class CachedClient:
         self.identity = inner.identity
         self.max_concurrency = inner.max_concurrency
         self.usage = inner.usage
+        self.served_tokens = [0, 0]  # prompt, completion tokens of every answer returned, hit or miss
+
+    @property
+    def samples_per_request(self) -> int:
+        return getattr(self.inner, "samples_per_request", 1)
 
     async def complete(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
@@ -113,7 +126,10 @@ class CachedClient:
             entries = [(key, completion) for (_, key), completion in zip(missing, fresh)]
             self.cache.put_many(self.identity, entries)
             found.update(entries)
-        return [found[key] for key in keys]
+        answers = [found[key] for key in keys]
+        self.served_tokens[0] += sum(c.prompt_tokens for c in answers)
+        self.served_tokens[1] += sum(c.completion_tokens for c in answers)
+        return answers
 
     async def aclose(self) -> None:
         await self.inner.aclose()
