@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,7 @@ CREATE TABLE IF NOT EXISTS responses (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     first_token_logprobs TEXT,
-    created REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    created REAL NOT NULL
 )
 """
 
@@ -73,6 +74,7 @@ class ResponseCache:
         return {index: found[key] for index, key in keys.items() if key in found}
 
     def put_many(self, identity: str, entries: Sequence[tuple[str, Completion]]) -> None:
+        now = time.time()  # set here: SQLite < 3.42 has no unixepoch('subsec'), a NULL default broke inserts
         rows = [
             (
                 key,
@@ -81,13 +83,15 @@ class ResponseCache:
                 c.prompt_tokens,
                 c.completion_tokens,
                 json.dumps(c.first_token_logprobs) if c.first_token_logprobs is not None else None,
+                now,
             )
             for key, c in entries
         ]
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO responses "
-                "(key, identity, text, prompt_tokens, completion_tokens, first_token_logprobs) VALUES (?,?,?,?,?,?)",
+                # only a duplicate key is ignored (another process stored it first); other errors surface
+                "INSERT INTO responses (key, identity, text, prompt_tokens, completion_tokens, first_token_logprobs, "
+                "created) VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO NOTHING",
                 rows,
             )
 
