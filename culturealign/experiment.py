@@ -172,7 +172,12 @@ async def _extract(responses: list[Response], judge_client: ModelClient | None, 
     judge = Judge(judge_client, judge_config(cfg))
     items = [(r.question.text, r.question.options, r.completion.text) for r in responses]
     progress = Progress(len({(q, r) for q, _, r in items}), "judge")
-    extractions = await judge.classify(items, on_done=progress.advance)
+    usage = judge_client.usage
+
+    def judged() -> None:  # the judge reports no per-item hit: show its client's running count
+        progress.advance(1, cached=usage.cache_hits - progress.cached)
+
+    extractions = await judge.classify(items, on_done=judged)
     progress.close()
     return [(e.option, e.judge_output) for e in extractions]
 
