@@ -6,7 +6,9 @@ import pytest
 from scipy.stats import chi2
 
 from culturealign import experiment
-from culturealign.estimators import option_mass, tempered
+from culturealign.errors import ModelError
+from culturealign.estimators import add_estimate, option_mass, tempered
+from culturealign.models.base import Completion
 from tests.fake_openai import REFUSAL_TEXT, FakeOpenAIServer, Policy, question_key
 from tests.helpers import fake_model_overrides, make_cfg
 
@@ -36,6 +38,11 @@ def test_top_p_truncates_after_tempering_and_renormalises():
 def test_option_tokens_are_stripped_numbers_in_range_and_the_rest_is_unclassifiable():
     probs = {"1": 0.4, " 1": 0.1, "2": 0.2, "3": 0.2, "Sure": 0.1}
     assert option_mass(logs(probs), 2, 1.0) == pytest.approx({1: 0.5, 2: 0.2})
+
+
+def test_an_answer_without_logprobs_is_a_clear_error():
+    with pytest.raises(ModelError, match="estimator=sample"):
+        add_estimate(None, Completion("1"), 0.7, 1.0)
 
 
 def logprob_cfg(server, paper_csv, workdir, *extra):

@@ -35,8 +35,9 @@ def test_rerun_of_a_finished_sweep_sends_no_request(paper_csv, tmp_path):
             server.stats.reset()
             result = run_cli(args, cwd=tmp_path)
             assert result.returncode == 0, result.stderr[-3000:]
-            if attempt == "first":
-                assert server.stats.requests == 12 + 6  # 2 jobs x 6 answers, the CoT ones judged
+            if attempt == "first":  # 2 jobs x 6 answers; the judge reads each distinct CoT answer once
+                kinds = server.stats.by_kind
+                assert kinds["classification"] == kinds["free"] == 6 and 0 < kinds["judge"] <= 6
         assert server.stats.requests == 0
     assert all(run.info.status == "FINISHED" for run in runs(tmp_path))
 
@@ -51,7 +52,7 @@ def test_job_killed_mid_way_resumes_repeating_at_most_the_requests_in_flight(pap
     with FakeOpenAIServer(latency=0.1) as server:
         command = [str(Path(sys.executable).with_name("culturealign")), *job_args(server, paper_csv, tmp_path)]
         job = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while server.stats.requests < 40 and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.02)
         os.kill(job.pid, signal.SIGKILL)
