@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -10,10 +11,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from culturealign import config, experiment
+from culturealign import config, experiment, planning
 from culturealign.config import conf_dir
 from culturealign.experiment import RunResult
-from culturealign.tracking import JobRun, clip_record
+from culturealign.tracking import DRY_RUN_FILE, JobRun, clip_record
 
 log = logging.getLogger("culturealign")
 
@@ -26,6 +27,16 @@ def run_job(cfg: DictConfig, choices: dict[str, str], sweep_dir: Path | None = N
         log_result(tracked, result, cfg)
     print(summary(result, choices, tracked.url_hint(cfg.mlflow.tracking_uri)), flush=True)
     return result
+
+
+def dry_run(cfg: DictConfig, choices: dict[str, str], job_dir: Path | None = None) -> planning.JobPlan:
+    """Print what the job would send and spend, send nothing, track nothing (a sweep sums `job_dir` files)."""
+    plan = planning.plan_job(cfg, country_label=choices.get("country", ""))
+    print(plan.describe(job_label(choices) or "job"), flush=True)
+    if job_dir is not None:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / DRY_RUN_FILE).write_text(json.dumps(plan.as_dict()))
+    return plan
 
 
 def log_result(tracked: JobRun, result: RunResult, cfg: DictConfig) -> None:
@@ -42,6 +53,7 @@ def log_result(tracked: JobRun, result: RunResult, cfg: DictConfig) -> None:
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
     }
+    metrics |= cost_metrics(result, cfg)
     for role, usage in result.usage.items():
         metrics |= {
             f"{role}_requests": usage.requests,
@@ -59,9 +71,24 @@ def log_result(tracked: JobRun, result: RunResult, cfg: DictConfig) -> None:
     tracked.log_jsonl([clip_record(record) for record in result.records], "responses.jsonl")
 
 
+def cost_metrics(result: RunResult, cfg: DictConfig) -> dict[str, float]:
+    """cost_usd: what this invocation paid (cache misses); cost_usd_workload: the answers used, uncached."""
+    spent = {role: planning.cost_usd(cfg[role], u.prompt_tokens, u.completion_tokens) for role, u in result.usage.items()}
+    workload = {role: planning.cost_usd(cfg[role], *tokens) for role, tokens in result.workload.items()}
+    return (
+        {"cost_usd": sum(spent.values()), "cost_usd_workload": sum(workload.values())}
+        | {f"{role}_cost_usd": value for role, value in spent.items()}
+        | {f"{role}_cost_usd_workload": value for role, value in workload.items()}
+    )
+
+
+def job_label(choices: dict[str, str]) -> str:
+    return " / ".join(str(choices.get(g)) for g in ("model", "country", "style") if choices.get(g))
+
+
 def summary(result: RunResult, choices: dict[str, str], where: str) -> str:
     s = result.scores
-    label = " / ".join(str(choices.get(g)) for g in ("model", "country", "style") if choices.get(g))
+    label = job_label(choices)
     unscored = f" ({len(s.unscored)} without any classifiable answer, excluded)" if s.unscored else ""
     return (
         f"{label}: Wasserstein similarity {s.similarity.value:.3f} "
@@ -76,6 +103,9 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.dry_run:
+        dry_run(cfg, choices, Path(hydra_cfg.runtime.output_dir) if multirun else None)
+        return
     run_job(cfg, choices, Path(hydra_cfg.sweep.dir) if multirun else None)
 
 

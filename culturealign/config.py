@@ -85,6 +85,7 @@ def validate(cfg: DictConfig) -> None:
         isinstance(cfg.concurrency, int) and cfg.concurrency > 0,
         f"concurrency must be a positive integer, got {cfg.concurrency!r}",
     )
+    _require(isinstance(cfg.get("dry_run", False), bool), f"dry_run must be true or false, got {cfg.get('dry_run')!r}")
     _require(cfg.estimator in ESTIMATORS, f"estimator must be one of {', '.join(ESTIMATORS)}, got {cfg.estimator!r}")
     _require(
         cfg.estimator == "sample" or cfg.style.extraction == "option_number",

@@ -1,4 +1,8 @@
-"""Requests done / planned, with rate, ETA and cache hits: a bar on a terminal, log lines elsewhere."""
+"""Answers done / planned, with rate, ETA and cache hits: a bar on a terminal, periodic log lines elsewhere.
+
+Counted in answers (samples), not HTTP requests: with n-batching one request brings several, and a cache
+hit brings one without any request.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ class Progress:
         if self._stream.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=label, unit="req", file=self._stream, dynamic_ncols=True)
+            self._bar = tqdm(total=total, desc=label, unit="answer", file=self._stream, dynamic_ncols=True)
 
     def advance(self, n: int = 1, cached: int = 0) -> None:
         self.done += n
@@ -36,7 +40,7 @@ class Progress:
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         return (
-            f"{self.label}: {self.done}/{self.total} ({rate:.1f}/s, ETA {eta:.0f}s, "
+            f"{self.label}: {self.done}/{self.total} answers ({rate:.1f}/s, ETA {eta:.0f}s, "
             f"{self.cached} from cache)"
         )
 

@@ -68,7 +68,7 @@ async def collect(
     async def one_request(item: PlannedPrompt, indices: tuple[int, ...]) -> list[Response]:
         completions = await client.complete(item.prompt.messages, config, indices)
         if progress is not None:
-            progress.advance(1, cached=sum(c.cached for c in completions))
+            progress.advance(len(completions), cached=sum(c.cached for c in completions))
         text = item.prompt.messages[-1]["content"]
         return [
             Response(item.question, item.prompt.variant, index, text, completion)

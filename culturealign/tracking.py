@@ -3,10 +3,17 @@
 A multirun gets one parent run, created once in the launching process by `SweepCallback` (so parallel
 workers never race on creating the store, the experiment or the parent); its id is left in the sweep
 folder, where every job finds it and files its own run as a child. A single run is a run of its own.
+
+A process killed with SIGKILL leaves its run RUNNING. Each run carries a `culturealign.job_key` tag (a
+hash of the job's resolved config, or of a sweep's overrides); when the same job starts again, earlier
+runs with its key still RUNNING are marked KILLED, so the UI shows them as interrupted, not as live.
+(Two identical jobs started at the same moment would mark each other; the survivor still ends FINISHED.)
+Dry runs (`dry_run=true`) create no run at all; a dry sweep prints the sum of its jobs' estimates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -24,9 +31,11 @@ from culturealign.reachability import unreachable_reason
 
 log = logging.getLogger("culturealign")
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
+DRY_RUN_FILE = "dry_run.json"
 TAG_PREFIX = "culturealign."
 MAX_LOGGED_CHARS = 20_000  # longer model / judge outputs are cut in responses.jsonl, with a note
 CLIPPED_FIELDS = ("response", "judge_output")
+JOB_KEY_TAG = f"{TAG_PREFIX}job_key"
 
 
 def _mlflow():
@@ -75,12 +84,16 @@ class SweepCallback(Callback):
     """Creates the sweep's parent run before any job starts and closes it when all have ended."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("dry_run"):
+            return
         client, experiment_id = open_experiment(config.mlflow.tracking_uri, config.mlflow.experiment_name)
         sweep_dir = Path(config.hydra.sweep.dir)
+        key = _hash(" ".join(config.hydra.overrides.task))
+        mark_interrupted(client, experiment_id, key)
         run = client.create_run(
             experiment_id,
             run_name=f"sweep-{sweep_dir.name}",
-            tags={f"{TAG_PREFIX}kind": "sweep", f"{TAG_PREFIX}sweep_dir": str(sweep_dir.resolve())},
+            tags={f"{TAG_PREFIX}kind": "sweep", f"{TAG_PREFIX}sweep_dir": str(sweep_dir.resolve()), JOB_KEY_TAG: key},
         )
         client.log_batch(run.info.run_id, params=_params({"sweep.overrides": " ".join(config.hydra.overrides.task)}))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +115,9 @@ class SweepCallback(Callback):
         client.set_terminated(parent_id, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("dry_run"):
+            print_dry_run_total(Path(config.hydra.sweep.dir))
+            return
         parent_id = parent_run_id(Path(config.hydra.sweep.dir))
         if parent_id is None:
             return
@@ -123,6 +139,27 @@ def report_sweep(tracking_uri: str, parent_id: str, folder: Path) -> None:
         return
     print(report.markdown, flush=True)
     log.info(f"report in {folder} and in run {parent_id} under report/")
+
+
+def print_dry_run_total(sweep_dir: Path) -> None:
+    from culturealign.planning import JobPlan, total  # the planner imports the whole pipeline
+
+    plans = [JobPlan.from_dict(json.loads(p.read_text())) for p in sorted(sweep_dir.rglob(DRY_RUN_FILE))]
+    print(total(plans).describe(f"sweep total ({len(plans)} jobs)"), flush=True)
+
+
+def mark_interrupted(client, experiment_id: str, key: str) -> None:
+    """Earlier runs of the same job still RUNNING were killed (SIGKILL leaves no chance to say so)."""
+    stale = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'"
+    )
+    for run in stale:
+        client.set_tag(run.info.run_id, f"{TAG_PREFIX}error", "interrupted: the process ended without closing the run")
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def parent_run_id(sweep_dir: Path) -> str | None:
@@ -147,12 +184,15 @@ class JobRun:
         parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
         if parent:
             tags["mlflow.parentRunId"] = parent
+        resolved = OmegaConf.to_yaml(cfg, resolve=True)
+        tags[JOB_KEY_TAG] = _hash(resolved)
+        mark_interrupted(self.client, experiment_id, tags[JOB_KEY_TAG])
         name = "-".join(str(choices.get(g)) for g in ("country", "style", "model") if choices.get(g))
         self.run = self.client.create_run(experiment_id, run_name=name or None, tags=tags)
         self.run_id = self.run.info.run_id
         self.experiment_id = experiment_id
         self.client.log_batch(self.run_id, params=_params(job_params(cfg, choices)))
-        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        self.client.log_text(self.run_id, resolved, "config.yaml")
 
     def __enter__(self) -> "JobRun":
         return self

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS responses (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     first_token_logprobs TEXT,
-    created REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    created REAL NOT NULL
 )
 """
 
@@ -65,10 +65,16 @@ class ResponseCache:
                 )
         return found
 
+    def lookup(
+        self, identity: str, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
+    ) -> dict[int, Completion]:
+        """The cached answers among `sample_indices`, by index (dry runs count what is missing)."""
+        keys = {index: cache_key(identity, messages, config, index) for index in sample_indices}
+        found = self.get_many(list(keys.values()))
+        return {index: found[key] for index, key in keys.items() if key in found}
+
     def put_many(self, identity: str, entries: Sequence[tuple[str, Completion]]) -> None:
-        # `created` is given explicitly: SQLite < 3.42 has no unixepoch('subsec'), so the column default is
-        # NULL there, and INSERT OR IGNORE would silently drop every row.
-        now = time.time()
+        now = time.time()  # set here: SQLite < 3.42 has no unixepoch('subsec'), a NULL default broke inserts
         rows = [
             (
                 key,
@@ -83,8 +89,9 @@ class ResponseCache:
         ]
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO responses (key, identity, text, prompt_tokens, completion_tokens, "
-                "first_token_logprobs, created) VALUES (?,?,?,?,?,?,?)",
+                # only a duplicate key is ignored (another process stored it first); other errors surface
+                "INSERT INTO responses (key, identity, text, prompt_tokens, completion_tokens, first_token_logprobs, "
+                "created) VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO NOTHING",
                 rows,
             )
 
@@ -104,6 +111,11 @@ class CachedClient:
         self.identity = inner.identity
         self.max_concurrency = inner.max_concurrency
         self.usage = inner.usage
+        self.served_tokens = [0, 0]  # prompt, completion tokens of every answer returned, hit or miss
+
+    @property
+    def samples_per_request(self) -> int:
+        return getattr(self.inner, "samples_per_request", 1)
 
     async def complete(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
@@ -118,7 +130,10 @@ class CachedClient:
             entries = [(key, completion) for (_, key), completion in zip(missing, fresh)]
             self.cache.put_many(self.identity, entries)
             found.update(entries)
-        return [found[key] for key in keys]
+        answers = [found[key] for key in keys]
+        self.served_tokens[0] += sum(c.prompt_tokens for c in answers)
+        self.served_tokens[1] += sum(c.completion_tokens for c in answers)
+        return answers
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -40,7 +40,7 @@ class OpenAIClient:
     ):
         self.model = model
         self.base_url = base_url.rstrip("/")
-        self.identity = f"openai:{self.base_url}:{model}"
+        self.identity = self.identity_for(base_url, model)
         self.max_concurrency = concurrency
         self.usage = UsageStats()
         self.n_per_request = max(1, n_per_request)
@@ -50,13 +50,23 @@ class OpenAIClient:
         self._slots = asyncio.Semaphore(concurrency)
         self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=0)
 
+    @staticmethod
+    def identity_for(base_url: str, model: str) -> str:
+        """The cache identity of an endpoint and model (also computed by dry runs, which open no client)."""
+        return f"openai:{base_url.rstrip('/')}:{model}"
+
+    @property
+    def samples_per_request(self) -> int:
+        """How many samples one request asks for: `n_per_request` until the endpoint ignores `n`, then 1."""
+        return self.n_per_request if self.honours_n else 1
+
     async def complete(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
     ) -> list[Completion]:
         indices = list(sample_indices)
         results: list[Completion] = []
         while indices:
-            batch = self.n_per_request if self.honours_n else 1
+            batch = self.samples_per_request
             chunk, indices = indices[:batch], indices[batch:]
             completions = await self._request(messages, config, chunk)
             if len(completions) < len(chunk):
