@@ -168,7 +168,7 @@ def _served_tokens(client: ModelClient) -> tuple[int, int]:
 
 async def _extract(responses: list[Response], judge_client: ModelClient | None, cfg) -> list[tuple[int | None, str | None]]:
     if judge_client is None:
-        return [(parse_option_number(r.completion.text, len(r.question.options)), None) for r in responses]
+        return [(parse_option_number(r.completion.text, len(r.question.options), _truncated(r)), None) for r in responses]
     judge = Judge(judge_client, judge_config(cfg))
     items = [(r.question.text, r.question.options, r.completion.text) for r in responses]
     progress = Progress(len({(q, r) for q, _, r in items}), "judge")
@@ -182,6 +182,10 @@ async def _extract(responses: list[Response], judge_client: ModelClient | None, 
     return [(e.option, e.judge_output) for e in extractions]
 
 
+def _truncated(response: Response) -> bool:
+    return response.completion.finish_reason == "length"
+
+
 def _record(response: Response, option: int | None, judge_output: str | None) -> dict:
     return {
         "question_id": response.question.id,
@@ -189,6 +193,7 @@ def _record(response: Response, option: int | None, judge_output: str | None) ->
         "sample_index": response.sample_index,
         "prompt": response.prompt,
         "response": response.completion.text,
+        "finish_reason": response.completion.finish_reason,
         "judge_output": judge_output,
         "option": option,
         "cached": response.completion.cached,

@@ -26,8 +26,11 @@ class Extraction:
     judge_output: str | None = None
 
 
-def parse_option_number(text: str, n_options: int) -> int | None:
-    """Classification style: the whole answer must be one option number (whitespace allowed)."""
+def parse_option_number(text: str, n_options: int, truncated: bool = False) -> int | None:
+    """Classification style: the whole answer must be one option number (whitespace allowed). An answer
+    cut by max_tokens (`truncated`) was longer than what we saw, so it is not a bare number."""
+    if truncated:
+        return None
     stripped = text.strip()
     if stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= n_options:
         return int(stripped)

@@ -28,3 +28,26 @@ def test_key_covers_identity_settings_and_sample_index():
     assert base != cache_key("openai:y:m", MESSAGES, config, 0)
     assert base != cache_key("openai:x:m", MESSAGES, GenerateConfig(temperature=0.3), 0)
     assert base != cache_key("openai:x:m", MESSAGES, config, 1)
+
+
+def test_cache_from_before_finish_reason_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from culturealign.models.base import Completion
+    from culturealign.models.cache import ResponseCache
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE responses (key TEXT PRIMARY KEY, identity TEXT NOT NULL, text TEXT NOT NULL, "
+        "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, first_token_logprobs TEXT, "
+        "created REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO responses VALUES ('old', 'm', '1', 3, 1, NULL, 0)")
+    db.commit()
+    db.close()
+    cache = ResponseCache(path)
+    cache.put_many("m", [("new", Completion("2", 3, 1, finish_reason="length"))])
+    found = cache.get_many(["old", "new"])
+    assert found["old"].text == "1" and found["old"].finish_reason is None
+    assert found["new"].finish_reason == "length"

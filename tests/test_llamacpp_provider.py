@@ -157,3 +157,4 @@ def test_sample_text_depends_on_seed_not_on_order_or_history(model_path: Path) -
     subset = [c.text for c in run(client, config, [4, 1])]
     again = [c.text for c in run(LlamaCppClient(model_path), config, [1])]
     assert subset == [in_order[4], in_order[1]] and again == [in_order[1]]
+

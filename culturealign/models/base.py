@@ -40,6 +40,7 @@ class Completion:
     # First generated token's alternatives: token text -> natural-log probability (None if not requested).
     first_token_logprobs: dict[str, float] | None = None
     cached: bool = False
+    finish_reason: str | None = None  # "stop", or "length" when max_tokens cut the answer
 
 
 @dataclass

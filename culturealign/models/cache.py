@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS responses (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     first_token_logprobs TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    finish_reason TEXT
 )
 """
 
@@ -45,23 +46,39 @@ class ResponseCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            self._add_missing_columns()
         except (sqlite3.DatabaseError, OSError) as error:
             raise ConfigError(
                 f"cannot open the response cache {self.path} ({error}); delete the file or set cache.path elsewhere"
             ) from None
+
+    def _add_missing_columns(self) -> None:
+        """Caches written before `finish_reason` existed keep working (their answers read it as unknown)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "finish_reason" not in columns:
+            try:
+                self._db.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
+            except sqlite3.OperationalError as error:  # another process added it first
+                if "duplicate column" not in str(error):
+                    raise
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}
         for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
             chunk = keys[start : start + 500]
             rows = self._db.execute(
-                "SELECT key, text, prompt_tokens, completion_tokens, first_token_logprobs FROM responses "
+                "SELECT key, text, prompt_tokens, completion_tokens, first_token_logprobs, finish_reason FROM responses "
                 f"WHERE key IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            for key, text, prompt_tokens, completion_tokens, logprobs in rows:
+            for key, text, prompt_tokens, completion_tokens, logprobs, finish_reason in rows:
                 found[key] = Completion(
-                    text, prompt_tokens, completion_tokens, json.loads(logprobs) if logprobs else None, cached=True
+                    text,
+                    prompt_tokens,
+                    completion_tokens,
+                    json.loads(logprobs) if logprobs else None,
+                    cached=True,
+                    finish_reason=finish_reason,
                 )
         return found
 
@@ -84,6 +101,7 @@ class ResponseCache:
                 c.completion_tokens,
                 json.dumps(c.first_token_logprobs) if c.first_token_logprobs is not None else None,
                 now,
+                c.finish_reason,
             )
             for key, c in entries
         ]
@@ -91,7 +109,7 @@ class ResponseCache:
             self._db.executemany(
                 # only a duplicate key is ignored (another process stored it first); other errors surface
                 "INSERT INTO responses (key, identity, text, prompt_tokens, completion_tokens, first_token_logprobs, "
-                "created) VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO NOTHING",
+                "created, finish_reason) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(key) DO NOTHING",
                 rows,
             )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import gc
 import hashlib
 import importlib.util
 import os
@@ -37,6 +38,9 @@ INSTALL_HINT = (
 # (resolved path, n_ctx, logits_all) -> (Llama, lock serialising its use)
 _MODELS: dict[tuple[str, int, bool], tuple[Any, threading.Lock]] = {}
 _LAST_PROMPT: dict[int, list[Message]] = {}  # id(Llama) -> the prompt whose prefix its KV cache holds
+# Each generation leaves a ~0.5 MB llama.cpp sampler in a reference cycle that only the cyclic GC frees,
+# and Python's GC does not see the C memory: collect every so many samples (7,200 samples grew to 4.8 GB).
+COLLECT_EVERY = 64
 _LOAD_LOCK = threading.Lock()
 
 
@@ -165,6 +169,8 @@ class LlamaCppClient:
                 completion = _to_completion(llm, response, config.top_logprobs)
                 self.usage.add_completion(completion)
                 results.append(completion)
+                if self.usage.requests % COLLECT_EVERY == 0:
+                    gc.collect()
         return results
 
     async def aclose(self) -> None:
@@ -200,4 +206,5 @@ def _to_completion(llm: Any, response: dict, top_logprobs: int) -> Completion:
         prompt_tokens=prompt_tokens,
         completion_tokens=int(usage.get("completion_tokens", 0)),
         first_token_logprobs=first,
+        finish_reason=choice.get("finish_reason"),
     )

@@ -124,6 +124,7 @@ class OpenAIClient:
                     prompt_tokens=prompt_tokens if position == 0 else 0,
                     completion_tokens=share + (1 if position < rest else 0),
                     first_token_logprobs=_first_token_logprobs(choice),
+                    finish_reason=getattr(choice, "finish_reason", None),
                 )
             )
         for completion in completions:
