@@ -2,8 +2,8 @@
 
 The GGUF is loaded once per process per (file, n_ctx, logprobs) and shared by every client; calls are
 serialised (first come, first served) because a llama.cpp context is not thread-safe. Consecutive samples
-of the same prompt reuse its evaluated prefix (the KV cache) instead of re-reading the prompt, which makes
-a 100-sample item ~10x cheaper; the context is reset whenever the prompt changes. Each sample gets a seed
+of the same prompt reuse its evaluated prefix (the KV cache) instead of re-reading the whole prompt each
+time; the context is reset whenever the prompt changes. Each sample gets a seed
 derived from (seed, sample index), and every sample starts from the same cached prefix (see
 `_evaluate_prompt`), so a sample's text depends only on the prompt, the settings and its seed: the same
 in any run, in any order, and when a resumed run asks for only the missing samples.
