@@ -18,6 +18,7 @@ import math
 from dataclasses import replace
 
 from culturealign.errors import ModelError
+from culturealign.extraction import parse_option_number
 from culturealign.models.base import Completion, GenerateConfig
 from culturealign.scoring import QuestionScore, add
 
@@ -58,9 +59,9 @@ def option_mass(logprobs: dict[str, float], n_options: int, temperature: float, 
     """Option number -> share of answers; 1 - the sum is the unclassifiable share."""
     mass: dict[int, float] = {}
     for token, p in tempered(logprobs, temperature, top_p).items():
-        text = token.strip()
-        if text.isascii() and text.isdigit() and 1 <= int(text) <= n_options:
-            mass[int(text)] = mass.get(int(text), 0.0) + p
+        option = parse_option_number(token, n_options)  # the same rule as a sampled answer
+        if option is not None:
+            mass[option] = mass.get(option, 0.0) + p
     return mass
 
 

@@ -67,6 +67,14 @@ def _classification_value(text: str):
     return matches[-1] if matches else None
 
 
+def judge_messages(question: str, options: Sequence[str], response: str):
+    """The judge request for one response (its first MAX_JUDGED_CHARS), or None for an empty response,
+    which is unclassifiable without asking."""
+    if not response.strip():
+        return None
+    return user(judge_prompt(question, options, response[:MAX_JUDGED_CHARS]))
+
+
 class Judge:
     """Asks a judge model once per distinct (question, response) pair."""
 
@@ -85,10 +93,10 @@ class Judge:
         return [by_key[(q, tuple(o), r)] for q, o, r in items]
 
     async def _ask(self, question: str, options: tuple[str, ...], response: str, on_done) -> Extraction:
-        if not response.strip():
+        messages = judge_messages(question, options, response)
+        if messages is None:
             on_done()
             return Extraction(None, None)
-        prompt = judge_prompt(question, options, response[:MAX_JUDGED_CHARS])
-        [completion] = await self.client.complete(user(prompt), self.config, [0])
+        [completion] = await self.client.complete(messages, self.config, [0])
         on_done()
         return Extraction(parse_judge_output(completion.text, len(options)), completion.text)

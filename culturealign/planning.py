@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from omegaconf import DictConfig
 
 from culturealign import experiment
-from culturealign.extraction import MAX_JUDGED_CHARS
+from culturealign.extraction import judge_messages
 from culturealign.models.base import Completion, GenerateConfig, Message
 from culturealign.models.cache import ResponseCache
-from culturealign.prompts import judge_prompt, user
+from culturealign.prompts import judge_prompt
 
 CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_TOKENS = 1024  # when no max_tokens limit is set
@@ -132,10 +132,10 @@ def _plan_judge(cfg: DictConfig, cache: ResponseCache | None, answers: list, ans
             judge.add(len(blank) + answer_tokens * CHARS_PER_TOKEN, per_answer)
             continue
         pair = (question.text, tuple(question.options), answer.text)
-        if not answer.text.strip() or pair in seen:
+        messages = judge_messages(*pair)
+        if messages is None or pair in seen:
             continue
         seen.add(pair)
-        messages = user(judge_prompt(question.text, question.options, answer.text[:MAX_JUDGED_CHARS]))
         if not _lookup(cache, identity, messages, config, [0]):
             judge.add(_chars(messages), per_answer)
     return judge
