@@ -50,11 +50,14 @@ def plain(value: Any) -> str:
 
 def log_result(run: JobRun, result: RunResult) -> None:
     run.log_metrics(result_metrics(result))
+    for role, usage in result.usage.items():  # the endpoint's window of requests in flight, change by change
+        run.log_series(names.role_metric(role, names.CONCURRENCY), usage.concurrency)
     run.log_json([q.as_dict() for q in result.scores.questions], names.DISTRIBUTIONS_ARTIFACT)
     run.log_jsonl([clip_record(record.as_dict()) for record in result.records], names.RESPONSES_ARTIFACT)
 
 
 def result_metrics(result: RunResult) -> dict[str, float]:
+    """Every metric of a job; a similarity that does not exist (no question scored) is left out, never NaN."""
     scores = result.scores
     model_cost = result.costs["model"]
     metrics = {
@@ -73,10 +76,12 @@ def result_metrics(result: RunResult) -> dict[str, float]:
     for role, cost in result.costs.items():
         metrics[names.role_metric(role, names.COST_USD)] = cost.spent_usd
         metrics[names.role_metric(role, names.COST_USD_WORKLOAD)] = cost.workload_usd
+    metrics = {name: value for name, value in metrics.items() if value == value}  # drop NaN
     for role, usage in result.usage.items():
         values = (usage.requests, usage.retries, usage.cache_hits, usage.cache_misses, usage.prompt_tokens, usage.completion_tokens)
         metrics |= {names.role_metric(role, name): value for name, value in zip(names.USAGE_METRICS, values)}
         metrics |= {names.role_metric(role, f"errors_{kind}"): count for kind, count in usage.errors.items()}
+        metrics[names.role_metric(role, names.RATE_LIMITED)] = usage.rate_limited
         if usage.retries:
             log.info(f"{role}: {usage.requests} requests, {usage.retries} retried after errors {usage.errors}")
     return metrics

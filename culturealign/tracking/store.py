@@ -13,6 +13,8 @@ runs with its key still RUNNING are marked KILLED, so the UI shows them as inter
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,6 +25,7 @@ from typing import Any
 
 from culturealign.errors import TrackingError
 from culturealign.reachability import unreachable_reason
+from culturealign.redaction import redact
 from culturealign.spec import TrackingSpec
 from culturealign.tracking.names import (
     CONFIG_ARTIFACT,
@@ -38,7 +41,7 @@ from culturealign.tracking.names import (
 )
 
 MAX_LOGGED_CHARS = 20_000  # longer model / judge outputs are cut in responses.jsonl, with a note
-CLIPPED_FIELDS = ("response", "judge_output")
+CLIPPED_FIELDS = ("prompt", "response", "judge_output")
 
 
 def _mlflow():
@@ -60,25 +63,42 @@ def open_experiment(tracking_uri: str, experiment_name: str):
     if tracking_uri.startswith(("http://", "https://")):
         _check_server(tracking_uri)
     mlflow = _mlflow()
-    artifact_location = None
+    artifact_location, lock = None, contextlib.nullcontext()
     if tracking_uri.startswith("sqlite:///"):
         db_path = Path(tracking_uri[len("sqlite:///") :])
         db_path.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = (db_path.parent.resolve() / "artifacts").as_uri()
+        lock = file_lock(db_path.with_name(db_path.name + ".lock"))  # a fresh store: one creator at a time
     try:
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is not None:
-            return client, experiment.experiment_id
-        try:
-            return client, client.create_experiment(experiment_name, artifact_location=artifact_location)
-        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
-            return client, client.get_experiment_by_name(experiment_name).experiment_id
+        with lock:
+            return _experiment(mlflow, tracking_uri, experiment_name, artifact_location)
     except Exception as error:  # mlflow raises many kinds for a bad URI: all mean the same to the user
         message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise TrackingError(
             f"cannot open MLflow at {tracking_uri!r} ({message}); check mlflow.tracking_uri / MLFLOW_TRACKING_URI"
         ) from None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, blocking: bool = True):
+    """An exclusive lock on `path` across processes (released when the holder exits, even if killed)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _experiment(mlflow, tracking_uri: str, experiment_name: str, artifact_location: str | None):
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    try:
+        return client, client.create_experiment(experiment_name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by another process (an http store)
+        return client, client.get_experiment_by_name(experiment_name).experiment_id
 
 
 def _check_server(tracking_uri: str) -> None:
@@ -168,7 +188,7 @@ class JobRun:
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
-        self.client.set_tag(self.run_id, ERROR_TAG, message)
+        self.client.set_tag(self.run_id, ERROR_TAG, redact(message))
         self.client.set_terminated(self.run_id, status)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
@@ -178,11 +198,18 @@ class JobRun:
         batch = [mlflow.entities.Metric(k, v, now, 0) for k, v in finite.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
+    def log_series(self, name: str, values: list[float]) -> None:
+        """One metric with a step per value (the MLflow UI draws it over steps)."""
+        now = int(time.time() * 1000)
+        metric = _mlflow().entities.Metric
+        if values:
+            self.client.log_batch(self.run_id, metrics=[metric(name, float(v), now, step) for step, v in enumerate(values)])
+
     def log_json(self, data: Any, name: str) -> None:
-        self.client.log_text(self.run_id, json.dumps(data, indent=1, ensure_ascii=False), name)
+        self.client.log_text(self.run_id, redact(json.dumps(data, indent=1, ensure_ascii=False)), name)
 
     def log_jsonl(self, rows: list[dict], name: str) -> None:
-        self.client.log_text(self.run_id, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), name)
+        self.client.log_text(self.run_id, redact("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)), name)
 
     def url_hint(self) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id} ({self.tracking_uri})"
@@ -202,4 +229,4 @@ def clip_record(record: dict, limit: int = MAX_LOGGED_CHARS) -> dict:
 
 def _params(values: dict[str, Any]):
     mlflow = _mlflow()
-    return [mlflow.entities.Param(key, str(value)[:6000]) for key, value in values.items()]
+    return [mlflow.entities.Param(key, redact(str(value))[:6000]) for key, value in values.items()]
