@@ -132,7 +132,7 @@ async def _run(job: Job, cache: ResponseCache | None) -> RunResult:
         for model in opened.values():
             await model.aclose()
     boot = spec.bootstrap
-    scores = summarise(tallied.scored, boot.resamples, boot.confidence, boot.method.value, spec.seed)
+    scores = summarise(tallied.scored, boot.resamples, boot.confidence, boot.method.value, spec.seed, spec.resamples_answers)
     usage = {role: model.usage for role, model in opened.items()}
     return RunResult(scores, tallied.records, usage, {role: _cost(model) for role, model in opened.items()})
 

@@ -62,6 +62,13 @@ class BootstrapMethod(Enum):
     bca = "bca"
 
 
+class BootstrapKind(Enum):
+    """What the confidence interval resamples (see `culturealign.metrics`)."""
+
+    questions = "questions"  # the paper's: each question's similarity taken as exact
+    questions_and_answers = "questions_and_answers"  # then each question's sampled answers (two-stage)
+
+
 @dataclass
 class ModelSpec:
     """A model to ask (the `model` group) or to judge with (the `judge` group): one schema for both."""
@@ -185,11 +192,18 @@ class DatasetSpec:
 class BootstrapSpec:
     resamples: int = 1000
     confidence: float = 0.95
-    method: BootstrapMethod = BootstrapMethod.percentile
+    method: BootstrapMethod = BootstrapMethod.basic
+    kind: BootstrapKind = BootstrapKind.questions_and_answers
 
     def validate(self) -> None:
         _range(self.resamples, 10, MAX_RESAMPLES, "bootstrap.resamples", f"an integer in [10, {MAX_RESAMPLES}]")
         _require(0 < self.confidence < 1, f"bootstrap.confidence must be in (0, 1), got {self.confidence}")
+        _require(
+            self.kind is BootstrapKind.questions or self.method is BootstrapMethod.basic,
+            f"bootstrap.kind=questions_and_answers takes bootstrap.method=basic (its {self.method.value} interval "
+            "would not correct the bias of similarities from finitely many answers); for the paper's "
+            f"interval over questions alone set bootstrap.kind=questions",
+        )
 
 
 @dataclass
@@ -257,6 +271,12 @@ class JobSpec:
             "estimator=logprobs works only with style=classification (free text needs sampling and a judge)",
         )
         return self
+
+    @property
+    def resamples_answers(self) -> bool:
+        """The interval's second stage: each question's sampled answers. The logprob estimator reads a
+        question's distribution from probabilities, with no sampled answers to resample."""
+        return self.bootstrap.kind is BootstrapKind.questions_and_answers and self.estimator is Estimator.sample
 
     @property
     def uses_judge(self) -> bool:

@@ -28,7 +28,7 @@ COUNTRY_LABEL_PARAM = "country.label"  # the display label (US, China, ...) for 
 PARAM_GROUPS = ("model", "judge")  # every scalar of these specs is logged as `group.key`
 JOB_PARAMS = ("samples", "seed", "concurrency", "estimator")
 DATASET_PARAMS = ("path", "limit", "n_options", "countries")
-BOOTSTRAP_PARAMS = ("resamples", "confidence", "method")
+BOOTSTRAP_PARAMS = ("resamples", "confidence", "method", "kind")  # kind: questions | questions_and_answers
 EXTRACTION_PARAMS = ("classification",)
 
 # Metrics of a job's run
