@@ -172,11 +172,26 @@ class ScenariosSpec:
             _require("{question}" in template, f"scenario template {number} has no {{question}} placeholder: {template[:60]!r}")
 
 
+# GlobalOpinionQA on the Hugging Face Hub. The commit is the repository's latest as published (its dataset
+# card shows commit cb28804, "Update README.md"; a public research note downloads the file at this full sha);
+# it could not be checked against the Hub from the machines this was written on: see README, "The dataset".
+GOQA_REPO = "Anthropic/llm_global_opinions"
+GOQA_FILE = "data/global_opinions.csv"
+GOQA_REVISION = "cb2880488749218abb81802a94c2c62ebfde2f35"
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
 @dataclass
 class DatasetSpec:
-    path: Optional[str] = None  # a local CSV (offline use); null: download `url` once into cache_dir
-    url: str = "https://huggingface.co/datasets/Anthropic/llm_global_opinions/resolve/main/data/global_opinions.csv"
-    cache_dir: str = "~/.cache/culturealign"
+    """Where the questions come from. After `pipeline.prepare`, `revision` and `sha256` describe the file
+    actually read: the Hub commit it came from (null for `path`) and its digest."""
+
+    path: Optional[str] = None  # a local CSV (offline use); null: download from the Hub
+    repo_id: str = GOQA_REPO  # a Hugging Face dataset repository
+    filename: str = GOQA_FILE
+    revision: Optional[str] = GOQA_REVISION  # a commit sha (reproducible) or a branch / tag (the file may change)
+    sha256: Optional[str] = None  # the file's expected sha256: any other file is refused; null: not checked
+    cache_dir: Optional[str] = None  # null: huggingface_hub's cache (HF_HUB_CACHE, HF_HOME)
     n_options: int = 2
     countries: List[str] = field(default_factory=list)  # country configs whose human data every question needs
     limit: Optional[int] = None  # first N selected questions only
@@ -186,6 +201,19 @@ class DatasetSpec:
         _range(self.n_options, 2, 100, "dataset.n_options", "an integer in [2, 100]")
         if self.limit is not None:
             _range(self.limit, 1, 1_000_000, "dataset.limit", "null or > 0")
+        if self.sha256 is not None:
+            _require(
+                len(self.sha256) == 64 and bool(_HEX.fullmatch(self.sha256)),
+                f"dataset.sha256 must be null or 64 hex digits (a sha256 digest), got {self.sha256!r}",
+            )
+        if not self.path:
+            _require(bool(self.repo_id.strip()) and bool(self.filename.strip()), "dataset.repo_id and dataset.filename must name the Hub file")
+            _require(bool((self.revision or "").strip()), "dataset.revision must be a commit sha, a branch or a tag")
+
+    @property
+    def pinned(self) -> bool:
+        """A full commit sha: the same file on every download."""
+        return len(self.revision or "") == 40 and bool(_HEX.fullmatch(self.revision or ""))
 
 
 @dataclass
