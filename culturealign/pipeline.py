@@ -115,10 +115,15 @@ def run(spec: JobSpec) -> RunResult:
 
 
 def execute(job: Job) -> RunResult:
-    """Sample, extract and score a prepared job."""
+    """Sample, extract and score a prepared job (starts its own event loop: not from a running one)."""
+    return asyncio.run(execute_async(job))
+
+
+async def execute_async(job: Job) -> RunResult:
+    """`execute` on the running event loop (a notebook's, an application's)."""
     cache = open_cache(job.spec)
     try:
-        return asyncio.run(_run(job, cache))
+        return await _run(job, cache)
     finally:
         if cache is not None:
             cache.close()
