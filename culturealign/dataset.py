@@ -7,6 +7,10 @@ The Hugging Face file `data/global_opinions.csv` has columns `question, selectio
 
 Selection rule (yields the paper's 72 questions on the full file): a question is used when it has exactly
 `n_options` options, a non-empty text, and human data for every country in `dataset.countries`.
+
+The file comes from the Hugging Face Hub at a pinned revision (`dataset_file`), through `huggingface_hub`
+and its cache, honouring HF_HUB_OFFLINE, HF_ENDPOINT and HF_TOKEN; or from `dataset.path`. Either way its
+sha256 is computed, checked against `dataset.sha256` when that is set, and reported with the run.
 """
 
 from __future__ import annotations
@@ -17,15 +21,13 @@ import hashlib
 import logging
 import math
 import os
-import shutil
-import tempfile
-import urllib.request
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from culturealign.errors import DatasetError
-from culturealign.spec import CountrySpec
+from culturealign.spec import CountrySpec, DatasetSpec
 
 log = logging.getLogger("culturealign")
 REQUIRED_COLUMNS = ("question", "selections", "options", "source")
@@ -163,20 +165,110 @@ def unique(questions: Sequence[Question]) -> list[Question]:
     return list(kept.values())
 
 
-def ensure_downloaded(url: str, cache_dir: str | Path) -> Path:
-    """Download `url` once into `cache_dir` (atomically) and reuse it afterwards."""
-    target = Path(cache_dir).expanduser() / Path(url.split("?")[0]).name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
-            dir=target.parent, delete=False
-        ) as tmp:
-            shutil.copyfileobj(response, tmp)
-    except OSError as error:
+@dataclass(frozen=True)
+class DatasetFile:
+    """The file a job reads: where it is, its sha256, and the Hub commit it came from (None: dataset.path)."""
+
+    path: Path
+    sha256: str
+    revision: str | None
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def dataset_file(data: DatasetSpec) -> DatasetFile:
+    """`dataset.path`, or the Hub file at `dataset.revision`; refused when its sha256 is not `dataset.sha256`."""
+    if data.path:
+        path = Path(data.path).expanduser()
+        if not path.is_file():
+            raise DatasetError(f"dataset file {path} does not exist; set dataset.path to a GlobalOpinionQA CSV")
+        found = DatasetFile(path, file_sha256(path), None)
+    else:
+        if not data.pinned:
+            log.warning(f"dataset.revision={data.revision} is not a commit sha: the file may change; pin a commit")
+        found = download(data.repo_id, data.filename, data.revision, data.cache_dir)
+    if data.sha256 and found.sha256 != data.sha256.lower():
         raise DatasetError(
-            f"could not download the dataset from {url} ({error}); set dataset.path to a local copy"
-        ) from None
-    os.replace(tmp.name, target)
-    return target
+            f"{found.path} has sha256 {found.sha256}, not the pinned dataset.sha256 {data.sha256}: refusing a file "
+            "that differs from the one pinned; check dataset.revision / dataset.path, or update dataset.sha256"
+        )
+    return found
+
+
+def download(repo_id: str, filename: str, revision: str | None, cache_dir: str | None) -> DatasetFile:
+    """The file from the Hub dataset `repo_id` at `revision`, through huggingface_hub's cache (once).
+    HF_HUB_OFFLINE=1 uses the cache only; HF_ENDPOINT picks the Hub (or a mirror); HF_TOKEN authenticates."""
+    from huggingface_hub import hf_hub_download  # imported only when the dataset is downloaded
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, not at huggingface_hub's import
+    where = f"{repo_id}/{filename} at revision {revision}"
+    try:
+        local = hf_hub_download(
+            repo_id, filename, repo_type="dataset", revision=revision, local_files_only=offline,
+            endpoint=endpoint, cache_dir=str(Path(cache_dir).expanduser()) if cache_dir else None,
+        )  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - network, HTTP, auth, offline cache miss: all mean the same here
+        raise DatasetError(_download_error(where, endpoint, offline, error)) from None
+    path = Path(local)
+    found = DatasetFile(path, file_sha256(path), _snapshot_commit(path) or revision)
+    _check_hub_hash(found)
+    log.info(f"dataset {where}: commit {found.revision}, sha256 {found.sha256}")
+    return found
+
+
+def _download_error(where: str, endpoint: str | None, offline: bool, error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = " ".join(lines[:3])[:300] or type(error).__name__  # "404 Client Error. Revision Not Found for url: ..."
+    if offline:
+        return (
+            f"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache ({reason}); "
+            "download it once with HF_HUB_OFFLINE unset, or set dataset.path to a local copy"
+        )
+    return (
+        f"could not download {where} from {endpoint or 'the Hugging Face Hub'} ({reason}); check the network, "
+        "HF_ENDPOINT and HF_TOKEN, or set dataset.path to a local copy"
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _snapshot_commit(path: Path) -> str | None:
+    """huggingface_hub keeps a file at `.../snapshots/<commit>/<filename>`: the commit it resolved."""
+    parts = path.parts
+    commits = [parts[i + 1] for i, part in enumerate(parts[:-1]) if part == "snapshots"]
+    return commits[-1] if commits and _COMMIT.fullmatch(commits[-1]) else None
+
+
+def _check_hub_hash(found: DatasetFile) -> None:
+    """The cache names each blob by the hash the Hub gave for it (sha256 for LFS files, the git blob sha1
+    otherwise); huggingface_hub does not check the bytes against it, so a corrupted or altered cache
+    entry would go unnoticed. Skipped where the cache holds copies instead of links to blobs."""
+    blob = found.path.resolve()
+    if blob.parent.name != "blobs":
+        return
+    if _SHA256.fullmatch(blob.name):
+        expected, actual = blob.name, found.sha256
+    elif _COMMIT.fullmatch(blob.name):
+        expected, actual = blob.name, _git_blob_sha1(blob)
+    else:
+        return
+    if actual != expected:
+        raise DatasetError(
+            f"{found.path} does not match the hash the Hub gave for it ({expected}); the cached copy is "
+            f"corrupted or altered: delete {blob} and run again"
+        )
+
+
+def _git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

@@ -1,12 +1,29 @@
 """The maths: answer distributions, Wasserstein similarity, bootstrap confidence intervals.
 
 Pure functions on numbers; nothing here knows about models, prompts or MLflow.
+
+Two intervals for the mean similarity over questions:
+- `mean_ci` (bootstrap.kind=questions, the paper's): resamples questions, taking each question's
+  similarity as exact.
+- `two_stage_ci` (bootstrap.kind=questions_and_answers): resamples questions, then each question's answers
+  (multinomially from its observed counts, unclassifiable answers included) and recomputes its similarity.
+  A similarity computed from finitely many answers is biased low (a model that answers exactly like the
+  population still scores below 1, see `finite_sample_ceiling`); the answer stage reproduces that bias in
+  the resamples, and the basic interval (2 x estimate - quantiles) moves the interval up by it (a percentile
+  interval of the same resamples would add the bias a second time). Measured on simulated questions
+  (tests/test_coverage.py: 72 questions, human shares uniform in [0.1, 0.9], true model shares within
+  N(0, 0.1) of them, 10% unclassifiable answers, nominal 95%): with 100 answers per question the
+  questions-only interval covers the true mean similarity 82% of the time, the two-stage one 93% (its
+  percentile variant 51%); with 20 answers 3% and 86%. Neither is right for a model whose distributions are
+  within a few points of the humans' on every question (true similarity near 1): there the bias is larger
+  than one bootstrap can estimate.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -108,6 +125,78 @@ def paired_difference(
 
 def _mean(sample, axis=-1):
     return np.mean(sample, axis=axis)
+
+
+def similarities(human: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Vectorised `wasserstein_similarity` over the last axis: `human` shares and `counts` per option
+    (same shape, broadcastable); NaN where a row of counts is all zero."""
+    total = counts.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        model = counts / total
+    gaps = np.abs(np.cumsum(model, axis=-1) - np.cumsum(human, axis=-1))[..., :-1]
+    return 1.0 - gaps.sum(axis=-1) / (human.shape[-1] - 1)
+
+
+TWO_STAGE_CHUNK = 500  # resamples drawn at once: bounds memory at resamples x questions x options
+
+
+def two_stage_ci(
+    human: Sequence[Sequence[float]],
+    answers: Sequence[Sequence[int]],
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Mean similarity over questions with a two-stage bootstrap (questions, then answers) basic interval.
+
+    human[q]: the population's shares per option; answers[q]: the count of sampled answers per option
+    followed by the unclassifiable count. A question without any classifiable answer is left out of the
+    mean, in the data as in a resample. The interval is clipped to [0, 1] and always contains the estimate."""
+    if len(human) == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    human_array, counts = _question_arrays(human, answers)
+    observed = similarities(human_array, counts[:, :-1])
+    scored = ~np.isnan(observed)
+    if not scored.any():
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean = float(observed[scored].mean())
+    boot = _two_stage_means(human_array, counts, resamples, np.random.default_rng(seed))
+    if boot.size == 0:  # every resample drew unscored questions only
+        return Estimate(mean, mean, mean, int(scored.sum()))
+    alpha = (1 - confidence) / 2
+    upper, lower = np.quantile(boot, [1 - alpha, alpha])
+    low, high = max(0.0, 2 * mean - upper), min(1.0, 2 * mean - lower)
+    return Estimate(mean, min(low, mean), max(high, mean), int(scored.sum()))
+
+
+def _question_arrays(human, answers) -> tuple[np.ndarray, np.ndarray]:
+    human_array = np.asarray(human, dtype=float)
+    counts = np.asarray(answers, dtype=float)
+    if human_array.ndim != 2 or counts.shape != (human_array.shape[0], human_array.shape[1] + 1):
+        raise ValueError(
+            f"need one human distribution over n options and n + 1 answer counts per question, "
+            f"got shapes {human_array.shape} and {counts.shape}"
+        )
+    if np.any(counts < 0) or np.any(counts != np.round(counts)):
+        raise ValueError("answer counts must be non-negative integers (sampled answers, not expected counts)")
+    return human_array / human_array.sum(axis=1, keepdims=True), counts
+
+
+def _two_stage_means(human: np.ndarray, counts: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """`resamples` bootstrap means: questions with replacement, then each one's answers multinomially."""
+    totals = counts.sum(axis=1).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(totals[:, None] > 0, counts / np.maximum(totals, 1)[:, None], 0.0)
+    means = []
+    for start in range(0, resamples, TWO_STAGE_CHUNK):
+        picked = rng.integers(0, len(counts), size=(min(TWO_STAGE_CHUNK, resamples - start), len(counts)))
+        redrawn = rng.multinomial(totals[picked], shares[picked])
+        values = similarities(human[picked], redrawn[..., :-1])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample of unscored questions only: NaN
+            means.append(np.nanmean(values, axis=1))
+    means = np.concatenate(means)
+    return means[~np.isnan(means)]
 
 
 def uniform_similarity(human: Sequence[float]) -> float:

@@ -7,9 +7,10 @@ Python API and the tests run exactly the same code.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from culturealign.dataset import Question, ensure_downloaded, read_questions, select_questions
+from culturealign.dataset import Question, dataset_file, read_questions, select_questions
 from culturealign.errors import DatasetError
 from culturealign.estimators import Estimator, ResponseRecord, estimator_for
 from culturealign.extraction import Judge
@@ -50,10 +51,9 @@ class Job:
     estimator: Estimator
 
 
-def load_questions(spec: JobSpec) -> list[Question]:
-    """The selected questions: `dataset.path`, or the Hugging Face file downloaded once and reused."""
+def load_questions(spec: JobSpec, path: Path) -> list[Question]:
+    """The selected questions of the dataset file at `path`."""
     data = spec.dataset
-    path = data.path or ensure_downloaded(data.url, data.cache_dir)
     questions = select_questions(read_questions(path), spec.selection, data.n_options, data.limit)
     if not questions:
         raise DatasetError(
@@ -66,9 +66,12 @@ def load_questions(spec: JobSpec) -> list[Question]:
 
 
 def prepare(spec: JobSpec) -> Job:
-    """Validate the spec and load the questions; raises before any request is planned."""
+    """Validate the spec and load the questions; raises before any request is planned. The job's spec says
+    which file was read: `dataset.revision` (the Hub commit, null for dataset.path) and `dataset.sha256`."""
     spec.validate()
-    return Job(spec, load_questions(spec), estimator_for(spec))
+    found = dataset_file(spec.dataset)
+    spec = replace(spec, dataset=replace(spec.dataset, revision=found.revision, sha256=found.sha256))
+    return Job(spec, load_questions(spec, found.path), estimator_for(spec))
 
 
 def open_cache(spec: JobSpec) -> ResponseCache | None:
@@ -114,10 +117,15 @@ def run(spec: JobSpec) -> RunResult:
 
 
 def execute(job: Job) -> RunResult:
-    """Sample, extract and score a prepared job."""
+    """Sample, extract and score a prepared job (starts its own event loop: not from a running one)."""
+    return asyncio.run(execute_async(job))
+
+
+async def execute_async(job: Job) -> RunResult:
+    """`execute` on the running event loop (a notebook's, an application's)."""
     cache = open_cache(job.spec)
     try:
-        return asyncio.run(_run(job, cache))
+        return await _run(job, cache)
     finally:
         if cache is not None:
             cache.close()
@@ -136,7 +144,7 @@ async def _run(job: Job, cache: ResponseCache | None) -> RunResult:
         for model in opened.values():
             await model.aclose()
     boot = spec.bootstrap
-    scores = summarise(tallied.scored, boot.resamples, boot.confidence, boot.method.value, spec.seed)
+    scores = summarise(tallied.scored, boot.resamples, boot.confidence, boot.method.value, spec.seed, spec.resamples_answers)
     usage = {role: model.usage for role, model in opened.items()}
     return RunResult(scores, tallied.records, usage, {role: _cost(model) for role, model in opened.items()})
 

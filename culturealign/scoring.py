@@ -8,7 +8,7 @@ from typing import Sequence
 
 from culturealign.dataset import Question
 from culturealign.spec import CountrySpec
-from culturealign.metrics import Estimate, distribution_from_counts, mean_ci, wasserstein_similarity
+from culturealign.metrics import Estimate, distribution_from_counts, mean_ci, two_stage_ci, wasserstein_similarity
 
 
 @dataclass
@@ -65,16 +65,25 @@ def add(score: QuestionScore, option_mass: dict[int, float], total: float, respo
     score.responses += responses
 
 
-def summarise(scored: list[QuestionScore], resamples: int, confidence: float, method: str, seed: int) -> Scores:
+def summarise(
+    scored: list[QuestionScore], resamples: int, confidence: float, method: str, seed: int, resample_answers: bool = False
+) -> Scores:
+    """Per-question similarities and their mean with its interval: over questions, or (`resample_answers`)
+    over questions and then each question's sampled answers (`metrics.two_stage_ci`, basic interval)."""
     for score in scored:
         model = score.model_distribution
         score.similarity = None if model is None else wasserstein_similarity(score.human, model)
     values = [s.similarity for s in scored if s.similarity is not None]
     answered = sum(sum(s.counts) + s.unclassifiable for s in scored)
     unclassifiable = sum(s.unclassifiable for s in scored)
+    if resample_answers:
+        answers = [[*s.counts, s.unclassifiable] for s in scored]
+        similarity = two_stage_ci([s.human for s in scored], answers, resamples, confidence, seed)
+    else:
+        similarity = mean_ci(values, resamples, confidence, method, seed)
     return Scores(
         questions=scored,
-        similarity=mean_ci(values, resamples, confidence, method, seed),
+        similarity=similarity,
         unclassifiable_rate=unclassifiable / answered if answered else math.nan,
         n_responses=sum(s.responses for s in scored),
         unscored=[s.question.id for s in scored if s.similarity is None],

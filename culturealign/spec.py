@@ -63,6 +63,13 @@ class BootstrapMethod(Enum):
     bca = "bca"
 
 
+class BootstrapKind(Enum):
+    """What the confidence interval resamples (see `culturealign.metrics`)."""
+
+    questions = "questions"  # the paper's: each question's similarity taken as exact
+    questions_and_answers = "questions_and_answers"  # then each question's sampled answers (two-stage)
+
+
 @dataclass
 class ModelSpec:
     """A model to ask (the `model` group) or to judge with (the `judge` group): one schema for both."""
@@ -186,11 +193,26 @@ class ScenariosSpec:
             _require("{question}" in template, f"scenario template {number} has no {{question}} placeholder: {template[:60]!r}")
 
 
+# GlobalOpinionQA on the Hugging Face Hub. The commit is the repository's latest as published (its dataset
+# card shows commit cb28804, "Update README.md"; a public research note downloads the file at this full sha);
+# it could not be checked against the Hub from the machines this was written on: see README, "The dataset".
+GOQA_REPO = "Anthropic/llm_global_opinions"
+GOQA_FILE = "data/global_opinions.csv"
+GOQA_REVISION = "cb2880488749218abb81802a94c2c62ebfde2f35"
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
 @dataclass
 class DatasetSpec:
-    path: Optional[str] = None  # a local CSV (offline use); null: download `url` once into cache_dir
-    url: str = "https://huggingface.co/datasets/Anthropic/llm_global_opinions/resolve/main/data/global_opinions.csv"
-    cache_dir: str = "~/.cache/culturealign"
+    """Where the questions come from. After `pipeline.prepare`, `revision` and `sha256` describe the file
+    actually read: the Hub commit it came from (null for `path`) and its digest."""
+
+    path: Optional[str] = None  # a local CSV (offline use); null: download from the Hub
+    repo_id: str = GOQA_REPO  # a Hugging Face dataset repository
+    filename: str = GOQA_FILE
+    revision: Optional[str] = GOQA_REVISION  # a commit sha (reproducible) or a branch / tag (the file may change)
+    sha256: Optional[str] = None  # the file's expected sha256: any other file is refused; null: not checked
+    cache_dir: Optional[str] = None  # null: huggingface_hub's cache (HF_HUB_CACHE, HF_HOME)
     n_options: int = 2
     countries: List[str] = field(default_factory=list)  # country configs whose human data every question needs
     limit: Optional[int] = None  # first N selected questions only
@@ -200,17 +222,37 @@ class DatasetSpec:
         _range(self.n_options, 2, 100, "dataset.n_options", "an integer in [2, 100]")
         if self.limit is not None:
             _range(self.limit, 1, 1_000_000, "dataset.limit", "null or > 0")
+        if self.sha256 is not None:
+            _require(
+                len(self.sha256) == 64 and bool(_HEX.fullmatch(self.sha256)),
+                f"dataset.sha256 must be null or 64 hex digits (a sha256 digest), got {self.sha256!r}",
+            )
+        if not self.path:
+            _require(bool(self.repo_id.strip()) and bool(self.filename.strip()), "dataset.repo_id and dataset.filename must name the Hub file")
+            _require(bool((self.revision or "").strip()), "dataset.revision must be a commit sha, a branch or a tag")
+
+    @property
+    def pinned(self) -> bool:
+        """A full commit sha: the same file on every download."""
+        return len(self.revision or "") == 40 and bool(_HEX.fullmatch(self.revision or ""))
 
 
 @dataclass
 class BootstrapSpec:
     resamples: int = 1000
     confidence: float = 0.95
-    method: BootstrapMethod = BootstrapMethod.percentile
+    method: BootstrapMethod = BootstrapMethod.basic
+    kind: BootstrapKind = BootstrapKind.questions_and_answers
 
     def validate(self) -> None:
         _range(self.resamples, 10, MAX_RESAMPLES, "bootstrap.resamples", f"an integer in [10, {MAX_RESAMPLES}]")
         _require(0 < self.confidence < 1, f"bootstrap.confidence must be in (0, 1), got {self.confidence}")
+        _require(
+            self.kind is BootstrapKind.questions or self.method is BootstrapMethod.basic,
+            f"bootstrap.kind=questions_and_answers takes bootstrap.method=basic (its {self.method.value} interval "
+            "would not correct the bias of similarities from finitely many answers); for the paper's "
+            f"interval over questions alone set bootstrap.kind=questions",
+        )
 
 
 @dataclass
@@ -278,6 +320,12 @@ class JobSpec:
             "estimator=logprobs works only with style=classification (free text needs sampling and a judge)",
         )
         return self
+
+    @property
+    def resamples_answers(self) -> bool:
+        """The interval's second stage: each question's sampled answers. The logprob estimator reads a
+        question's distribution from probabilities, with no sampled answers to resample."""
+        return self.bootstrap.kind is BootstrapKind.questions_and_answers and self.estimator is Estimator.sample
 
     @property
     def uses_judge(self) -> bool:

@@ -68,6 +68,8 @@ CONFIG_CASES = {  # well-typed values out of range or inconsistent: one ConfigEr
     "bootstrap_confidence_out_of_range": (["bootstrap.confidence=1.5"], r"bootstrap\.confidence must be in \(0, 1\)"),
     "bootstrap_too_few_resamples": (["bootstrap.resamples=5"], r"bootstrap\.resamples must be an integer in \[10, 100000\]"),
     "bootstrap_too_many_resamples": (["bootstrap.resamples=10000000"], r"bootstrap\.resamples must be an integer in"),
+    "two_stage_percentile": (["bootstrap.method=percentile"], r"bootstrap\.kind=questions_and_answers takes bootstrap\.method=basic"),
+    "two_stage_bca": (["bootstrap.method=bca"], r"for the paper's interval over questions alone set bootstrap\.kind=questions"),
     "n_per_request_zero": (["model.n_per_request=0"], r"model\.n_per_request must be an integer in \[1, 128\], got 0"),
     "dataset_limit_zero": (["dataset.limit=0"], r"dataset\.limit must be null or > 0, got 0"),
     "dataset_no_countries": (["dataset.countries=[]"], r"dataset\.countries must list at least one country"),
@@ -103,6 +105,7 @@ COMPOSITION_CASES = {  # values of the wrong type: Hydra refuses to compose the 
     "unknown_estimator": ("estimator=bayes", r"estimator: Invalid value 'bayes', expected one of \[sample, logprobs\]"),
     "unknown_provider": ("model.provider=anthropic", r"model\.provider: Invalid value 'anthropic', expected one of"),
     "unknown_bootstrap_method": ("bootstrap.method=jackknife", r"bootstrap\.method: Invalid value 'jackknife'"),
+    "unknown_bootstrap_kind": ("bootstrap.kind=answers", r"bootstrap\.kind: Invalid value 'answers', expected one of \[questions, q"),
     "unknown_classification_rule": ("extraction.classification=loose", r"extraction\.classification: Invalid value"),
     "unknown_model_key": ("model.temprature=0.5", r"model\.temprature: Key 'temprature' not in 'ModelSpec'"),
 }

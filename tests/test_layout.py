@@ -33,6 +33,7 @@ LAYERS = {  # module (or package prefix) -> layer; higher layers may import lowe
     "culturealign.planning": 6,
     "culturealign.report": 6,
     "culturealign.app": 7,
+    "culturealign.api": 7,  # the Python API: the CLI's twin
     "culturealign": 7,  # __init__ / __main__
 }
 TRACKING_MAY_IMPORT = (

@@ -12,8 +12,9 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from culturealign.errors import ConfigError
@@ -60,6 +61,18 @@ def job_spec(cfg: DictConfig, choices: dict[str, str]) -> JobSpec:
     spec.selection = [load_country(name) for name in spec.dataset.countries]
     spec.choices = {group: str(choice) for group, choice in choices.items() if choice is not None}
     return spec.validate()
+
+
+def compose_job(overrides: list[str]) -> tuple[JobSpec, str]:
+    """The validated spec and the resolved config text that the CLI builds from these overrides (for the
+    Python API: same config files, same schema, same group choices)."""
+    register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return job_spec(cfg, choices), OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def refuse_secrets(cfg: DictConfig, prefix: str = "") -> None:

@@ -27,8 +27,8 @@ SWEEP_OVERRIDES_PARAM = "sweep.overrides"
 COUNTRY_LABEL_PARAM = "country.label"  # the display label (US, China, ...) for tables
 PARAM_GROUPS = ("model", "judge")  # every scalar of these specs is logged as `group.key`
 JOB_PARAMS = ("samples", "seed", "concurrency", "estimator")
-DATASET_PARAMS = ("path", "limit", "n_options", "countries")
-BOOTSTRAP_PARAMS = ("resamples", "confidence", "method")
+DATASET_PARAMS = ("path", "limit", "n_options", "countries", "repo_id", "filename", "revision", "sha256")  # revision, sha256: of the file read
+BOOTSTRAP_PARAMS = ("resamples", "confidence", "method", "kind")  # kind: questions | questions_and_answers
 EXTRACTION_PARAMS = ("classification",)
 
 # Metrics of a job's run
