@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from culturealign.dataset import Question, ensure_downloaded, read_questions, select_questions
 from culturealign.errors import DatasetError
 from culturealign.estimators import Estimator, ResponseRecord, estimator_for
-from culturealign.extraction import Judge
+from culturealign.extraction import Judge, judge_messages
+from culturealign.models import batch
 from culturealign.models.base import GenerateConfig, Usage
 from culturealign.models.cache import ResponseCache
 from culturealign.models.model import Model
 from culturealign.progress import Progress
-from culturealign.sampling import PlannedPrompt, collect, plan
+from culturealign.sampling import PlannedPrompt, Response, collect, plan
 from culturealign.scoring import Scores, summarise
-from culturealign.spec import Estimator as EstimatorName, JobSpec, StyleKind
+from culturealign.spec import CountrySpec, Estimator as EstimatorName, JobSpec, StyleKind
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,11 @@ def models(spec: JobSpec, cache: ResponseCache | None) -> dict[str, Model]:
     return built
 
 
-def planned_prompts(job: Job) -> list[PlannedPrompt]:
-    """Every prompt with its sample indices."""
+def planned_prompts(job: Job, country: CountrySpec | None = None) -> list[PlannedPrompt]:
+    """Every prompt with its sample indices (for `country`, by default the job's)."""
     spec = job.spec
     templates = spec.scenarios.templates if spec.style.kind is StyleKind.scenarios else []
-    return plan(job.questions, spec.country, spec.style, templates, job.estimator.samples(spec.samples))
+    return plan(job.questions, country or spec.country, spec.style, templates, job.estimator.samples(spec.samples))
 
 
 def model_config(job: Job) -> GenerateConfig:
@@ -125,8 +126,12 @@ async def _run(job: Job, cache: ResponseCache | None) -> RunResult:
     spec = job.spec
     opened = {role: model.open() for role, model in models(spec, cache).items()}  # fail before any request
     try:
+        if spec.model.batch:  # the Batch API fills the cache first; the live path then finds every answer
+            await batch.fill(opened["model"], [(p.prompt.messages, model_config(job), p.sample_indices) for p in planned_prompts(job)])
         responses = await _collect(job, opened["model"])
         judge = Judge(opened["judge"], judge_config(spec)) if "judge" in opened else None
+        if judge is not None and spec.judge.batch:
+            await batch.fill(judge.model, judge_requests(responses, judge.config))
         tallied = await job.estimator.estimate(job.questions, spec.country, responses, judge)
     finally:
         for model in opened.values():
@@ -145,7 +150,18 @@ async def _collect(job: Job, model: Model):
     return responses
 
 
+def judge_requests(responses: list[Response], config: GenerateConfig) -> list[batch.Item]:
+    """The judge's requests for these answers: one per distinct (question, answer), as `Judge` asks them."""
+    pairs = dict.fromkeys((r.question.text, tuple(r.question.options), r.completion.text) for r in responses)
+    asked = (judge_messages(*pair) for pair in pairs)
+    return [(messages, config, (0,)) for messages in asked if messages is not None]
+
+
 def _cost(model: Model) -> RoleCost:
-    spent = (model.usage.prompt_tokens, model.usage.completion_tokens)
+    """Spent: live tokens at list prices, batch tokens at batch prices. Workload: at the price this job pays."""
+    usage = model.usage
+    spent = (usage.prompt_tokens, usage.completion_tokens)
+    live = (usage.prompt_tokens - usage.batch_prompt_tokens, usage.completion_tokens - usage.batch_completion_tokens)
+    spent_usd = model.cost_usd(*live) + model.cost_usd(usage.batch_prompt_tokens, usage.batch_completion_tokens, batch=True)
     served = (model.served[0], model.served[1])
-    return RoleCost(spent, served, model.cost_usd(*spent), model.cost_usd(*served))
+    return RoleCost(spent, served, spent_usd, model.cost_usd(*served, batch=model.spec.batch))

@@ -58,10 +58,22 @@ class Usage:
     cache_hits: int = 0
     cache_misses: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    # Batch API (culturealign.models.batch): its tokens are part of the totals above, at the batch price
+    batches: int = 0  # batches created by this invocation
+    batches_reattached: int = 0  # batches created by an earlier, interrupted invocation and finished by this one
+    batch_requests: int = 0  # batch requests answered
+    batch_resubmitted: int = 0  # batch requests that failed for a transient reason (expiry, 5xx, ...) and were sent again
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
 
-    def add_completions(self, completions: Sequence[Completion]) -> None:
-        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
-        self.completion_tokens += sum(c.completion_tokens for c in completions)
+    def add_completions(self, completions: Sequence[Completion], batch: bool = False) -> None:
+        prompt_tokens = sum(c.prompt_tokens for c in completions)
+        completion_tokens = sum(c.completion_tokens for c in completions)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        if batch:
+            self.batch_prompt_tokens += prompt_tokens
+            self.batch_completion_tokens += completion_tokens
 
     def add_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1

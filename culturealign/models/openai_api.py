@@ -43,7 +43,7 @@ class OpenAIProvider:
         self.max_connections = 1 << 30  # the endpoint decides; the job's `concurrency` bounds it
         key = api_key(spec, role)
         check_reachable(self.base_url, role)
-        self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=spec.timeout, max_retries=0)
+        self.sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=spec.timeout, max_retries=0)
 
     @classmethod
     def identity(cls, spec: ModelSpec) -> str:
@@ -56,7 +56,7 @@ class OpenAIProvider:
     async def generate(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
     ) -> list[Completion]:
-        response = await self._sdk.chat.completions.create(**self.request(messages, config, sample_indices))
+        response = await self.sdk.chat.completions.create(**self.request(messages, config, sample_indices))
         return _parse(response)
 
     def request(self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]) -> dict:
@@ -72,6 +72,13 @@ class OpenAIProvider:
         if config.top_logprobs > 0:
             body.update(logprobs=True, top_logprobs=config.top_logprobs)
         return body
+
+    def parse_body(self, body: dict) -> list[Completion]:
+        """The answers of a chat-completions reply given as JSON (the body of a Batch API output line)."""
+        try:
+            return _parse(openai.types.chat.ChatCompletion.model_validate(body))
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            raise MalformedReply(f"unreadable reply: {str(error).splitlines()[0][:200]}") from None
 
     def should_retry(self, error: Exception) -> bool:
         return isinstance(error, _RETRYABLE)
@@ -95,7 +102,7 @@ class OpenAIProvider:
         }.get(status or 0, "")
 
     async def aclose(self) -> None:
-        await self._sdk.close()
+        await self.sdk.close()
 
 
 def api_key(spec: ModelSpec, role: str) -> str:
