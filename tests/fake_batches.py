@@ -14,7 +14,7 @@ or a queued whole-batch failure: ``failed`` with ``errors``) and starts it (``in
 ``lines_per_poll`` lines); each later retrieve runs that many more lines, then ``finalizing``, then
 ``completed`` with an output file (status 200 lines) and an error file (failed lines). A line is answered
 by the server's own chat-completions code (same policy, same seeded answers as a live request).
-``BatchPlan`` adds partial failures (the first N lines run fail with a 500), expiry (a batch still
+``BatchPlan`` adds partial failures (the first N lines run fail, with a 500 by default), expiry (a batch still
 running after K retrieves expires: its remaining lines get ``batch_expired``) and whole-batch failures.
 ``cancel`` moves a batch to ``cancelling``; the next retrieve cancels it (remaining lines:
 ``batch_cancelled``).
@@ -49,7 +49,8 @@ MAX_BYTES = 200 * 1024 * 1024
 @dataclass
 class BatchPlan:
     lines_per_poll: Optional[int] = None  # lines run per retrieve while in progress; None: half the batch
-    fail_first_lines: int = 0  # the first N lines run (server-wide) fail with HTTP 500 (error file)
+    fail_first_lines: int = 0  # the first N lines run (server-wide) fail with HTTP `fail_status` (error file)
+    fail_status: int = 500
     expire_after_polls: Optional[int] = None  # a batch in progress after this many retrieves expires
     fail_batches: int = 0  # the next N batches fail as a whole when validated
     max_requests: int = MAX_REQUESTS
@@ -307,8 +308,10 @@ class FakeBatchAPI:
         counts = batch["request_counts"]
         if self._failed_lines < self.plan.fail_first_lines:
             self._failed_lines += 1
-            body = {"error": {"message": "The server had an error processing your request (fake).", "type": "server_error"}}
-            state["errors"].append(self._line(line, {"status_code": 500, "request_id": request_id, "body": body}, None))
+            status = self.plan.fail_status
+            kind = "server_error" if status >= 500 else "invalid_request_error"
+            body = {"error": {"message": f"request failed with {status} (fake).", "type": kind, "code": None}}
+            state["errors"].append(self._line(line, {"status_code": status, "request_id": request_id, "body": body}, None))
             counts["failed"] += 1
             return
         kind, completion = self.run_line(line["body"])
