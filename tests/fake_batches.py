@@ -21,9 +21,9 @@ running after K retrieves expires: its remaining lines get ``batch_expired``) an
 
 ``hold(point)`` freezes the server at one phase, so a test can kill the client there: the matching
 request waits (without answering) until ``release()``, and ``held(point)`` is set when it arrives.
-Points: ``after_upload`` (file stored, reply withheld), ``before_create``, ``after_create`` (batch created,
-reply withheld), ``in_progress`` (a retrieve of a running batch), ``before_download`` (an output file's
-content).
+Points: ``after_upload`` (file stored, reply withheld), ``before_create`` (released: dropped unanswered,
+as if it never arrived), ``after_create`` (batch created, reply withheld), ``in_progress`` (a retrieve of a
+running batch), ``before_download`` (an output file's content).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ HOLD_POINTS = ("after_upload", "before_create", "after_create", "in_progress", "
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
+DROP = 0  # a status meaning: close the connection without replying
 
 
 @dataclass
@@ -95,10 +96,10 @@ class FakeBatchAPI:
     # -- holds ------------------------------------------------------------------
 
     def hold(self, point: str, occurrence: int = 1) -> None:
-        """Withhold the reply of the `occurrence`-th request reaching `point` until `release()`."""
+        """Withhold the reply of the `occurrence`-th request reaching `point` from now until `release()`."""
         assert point in HOLD_POINTS, point
         with self._lock:
-            self._holds[point] = occurrence
+            self._holds[point], self._seen[point] = occurrence, 0
 
     def held(self, point: str, timeout: float) -> bool:
         """Wait until a request is being held at `point`."""
@@ -111,23 +112,26 @@ class FakeBatchAPI:
         if loop is not None and event is not None and not loop.is_closed():
             loop.call_soon_threadsafe(event.set)
 
-    async def _gate(self, point: str) -> None:
+    async def _gate(self, point: str) -> bool:
+        """Whether this request was held (until released)."""
         with self._lock:
             self._seen[point] = self._seen.get(point, 0) + 1
             hold = self._holds.get(point) == self._seen[point]
         if not hold:
-            return
+            return False
         self._loop = asyncio.get_running_loop()
         if self._release is None or self._release.is_set():
             self._release = asyncio.Event()
         release = self._release
         self._held[point].set()
         await release.wait()
+        return True
 
     # -- dispatch ---------------------------------------------------------------
 
     async def dispatch(self, method: str, path: str, query: str, headers: Dict[str, str], body: bytes):
-        """(status, payload) for a files or batches request, or None when the path is not one of them."""
+        """(status, payload) for a files or batches request (status DROP: close without a reply), or None
+        when the path is not one of them."""
         params = dict(urllib.parse.parse_qsl(query))
         parts = path.strip("/").split("/")[1:]  # without "v1"
         if not parts or parts[0] not in ("files", "batches"):
@@ -207,7 +211,8 @@ class FakeBatchAPI:
             return 400, _error(f"input_file_id {file_id!r} not found")
         if request.get("completion_window") != "24h" or not str(request.get("endpoint", "")).startswith("/v1/"):
             return 400, _error("completion_window must be 24h and endpoint a /v1/ path")
-        await self._gate("before_create")
+        if await self._gate("before_create"):
+            return DROP, b""
         batch_id = f"batch_{uuid.uuid4().hex[:24]}"
         now = _now()
         self.batches[batch_id] = {

@@ -55,9 +55,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 try:
-    from tests.fake_batches import BatchPlan, FakeBatchAPI
+    from tests.fake_batches import DROP, BatchPlan, FakeBatchAPI
 except ImportError:  # run as a script: tests/ is on the path, the repository root may not be
-    from fake_batches import BatchPlan, FakeBatchAPI
+    from fake_batches import DROP, BatchPlan, FakeBatchAPI
 
 __all__ = [
     "BatchPlan",
@@ -763,7 +763,7 @@ class FakeOpenAIServer:
         batch_api = await self.batches.dispatch(method, path, query, headers or {}, body)
         if batch_api is not None:
             status, payload = batch_api
-            return status, payload, None
+            return (status, payload, None) if status != DROP else None
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method != "POST":
                 return 405, _error_body(f"Method {method} not allowed", "invalid_request_error", None), None
