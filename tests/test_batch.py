@@ -12,10 +12,11 @@ import threading
 import openai
 import pytest
 
-from culturealign import planning
+from culturealign import pipeline, planning
 from culturealign.app import record
 from culturealign.errors import ModelError
 from culturealign.models import batch as batch_api
+from culturealign.models.cache import cache_key
 from tests.fake_openai import BatchPlan, FakeOpenAIServer
 from tests.helpers import fake_model_overrides, make_cfg, run_pipeline, spec_of
 
@@ -35,7 +36,7 @@ def scores(result):
     return (s.similarity.value, s.similarity.low, s.similarity.high, s.unclassifiable_rate, s.n_responses)
 
 
-def journal(workdir) -> list[tuple[str, str]]:
+def journal_states(workdir) -> list[tuple[str, str]]:
     with sqlite3.connect(workdir / "cache.sqlite") as db:
         return db.execute("SELECT state, batch_id FROM batch_submissions ORDER BY created").fetchall()
 
@@ -91,7 +92,7 @@ def test_partial_failures_are_resubmitted_once_their_batch_ends(paper_csv, tmp_p
         result = run_pipeline(cfg_for(server, paper_csv, tmp_path))
         assert server.batches.stats.batches_created == 2 and server.stats.requests == 0
     assert result.usage["model"].batch_resubmitted == 3 and result.scores.n_responses == 12
-    assert [state for state, _ in journal(tmp_path)] == ["done", "done"]
+    assert [state for state, _ in journal_states(tmp_path)] == ["done", "done"]
 
 
 def test_expired_requests_are_resubmitted(paper_csv, tmp_path):
@@ -113,7 +114,7 @@ def test_a_batch_that_fails_as_a_whole_fails_the_job_naming_it(paper_csv, tmp_pa
         cfg = cfg_for(server, paper_csv, tmp_path)
         with pytest.raises(ModelError) as failed:
             run_pipeline(cfg)
-        [(state, batch_id)] = journal(tmp_path)
+        [(state, batch_id)] = journal_states(tmp_path)
         assert state == "failed" and f"batch {batch_id} failed: token_limit_exceeded" in str(failed.value)
         assert "\n" not in str(failed.value)
         assert run_pipeline(cfg).scores.n_responses == 12  # run again: submitted anew
@@ -153,6 +154,25 @@ def _error_of(call) -> str:
     except ModelError as error:
         return str(error)
     return "no error"
+
+
+def test_a_journal_batch_unknown_at_the_endpoint_is_abandoned_and_its_requests_submitted_anew(paper_csv, tmp_path):
+    with FakeOpenAIServer(seeded=True) as server:
+        cfg = cfg_for(server, paper_csv, tmp_path)
+        job = pipeline.prepare(spec_of(cfg))
+        identity, config = pipeline.models(job.spec, None)["model"].identity, pipeline.model_config(job)
+        first = pipeline.planned_prompts(job)[0]
+        keys = tuple(cache_key(identity, first.prompt.messages, config, i) for i in first.sample_indices)
+        covering = batch_api.Request(first.prompt.messages, config, first.sample_indices, keys)
+        journal = batch_api.Journal(tmp_path / "cache.sqlite")  # e.g. a cache copied from another account
+        _, [stale] = journal.claim(identity, [covering], "elsewhere:1", lambda requests: [[("0", "{}\n")]])
+        journal.advance(stale.token, "submitted", batch_id="batch_unknown")
+        journal.close()
+        result = run_pipeline(cfg)
+        # the other prompts go in a batch at once; the first, once the stale batch is found unknown
+        assert server.batches.stats.batches_created == 2 and result.scores.n_responses == 12
+    assert [state for state, _ in journal_states(tmp_path)] == ["abandoned", "done", "done"]
+    assert journal_states(tmp_path)[0][1] == "batch_unknown"
 
 
 def test_cost_is_paid_at_the_batch_price(paper_csv, tmp_path):

@@ -12,6 +12,7 @@ while keeping the same sample re-requested identical.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Protocol, Sequence
 
@@ -19,7 +20,7 @@ from culturealign.errors import ModelError
 from culturealign.prompts import Message
 from culturealign.spec import ModelSpec
 
-__all__ = ["Completion", "GenerateConfig", "MalformedReply", "Message", "ModelError", "Provider", "Usage"]
+__all__ = ["Completion", "GenerateConfig", "MalformedReply", "Message", "ModelError", "Provider", "Usage", "gather_or_cancel"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,15 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def gather_or_cancel(coroutines) -> list:
+    """Like gather, but the first failure cancels the rest instead of leaving them running."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable, Sequence
 
 from culturealign.errors import ModelError
-from culturealign.models.base import Completion, GenerateConfig, MalformedReply, Message
+from culturealign.models.base import Completion, GenerateConfig, MalformedReply, Message, gather_or_cancel
 from culturealign.models.cache import cache_key
 from culturealign.models.model import BACKOFF_CAP, Model
 
@@ -237,7 +237,7 @@ class BatchRunner:
                 return
             attached, new = self.journal.claim(self.model.identity, requests, self.owner, self._chunks)
             self._announce(requests, attached, new)
-            harvests = await _gather_or_cancel([self._drive(submission) for submission in attached + new])
+            harvests = await gather_or_cancel([self._drive(submission) for submission in attached + new])
             reasons = [reason for harvest in harvests for reason in harvest.transient] or reasons
             self.model.usage.batch_resubmitted += sum(len(harvest.transient) for harvest in harvests)
             if any(harvest.short for harvest in harvests):
@@ -315,7 +315,8 @@ class BatchRunner:
                     self.journal.advance(token, "abandoned", detail="upload interrupted; requests planned again")
                     return Harvest()
                 self.journal.advance(token, "uploaded", file_id=file_id)
-            elif current.state == "uploaded":
+            elif current.state == "uploaded":  # no batch exists yet: whoever moves it on creates one
+                recovering = False
                 self.journal.advance(token, "creating", ("uploaded", current.owner), owner=self.owner)
             elif current.state == "creating":
                 batch = (await self._find_batch(current)) if recovering else None
@@ -375,7 +376,11 @@ class BatchRunner:
     async def _finish(self, submission: Submission) -> Harvest:
         batch_id, wait = submission.batch_id, self.spec.batch_poll_seconds
         while True:
-            batch = await self._call(f"{batch_id} status", lambda: self.sdk.batches.retrieve(batch_id))
+            batch = await self._call(f"{batch_id} status", lambda: self.sdk.batches.retrieve(batch_id), absent_ok=True)
+            if batch is None:  # not known at this endpoint (a cache copied from elsewhere): nothing to wait for
+                self.journal.advance(submission.token, "abandoned", detail=f"batch {batch_id} not found at the endpoint")
+                log.warning(f"{self.role}: batch {batch_id} of the journal is unknown at {self.provider.endpoint}; its requests are planned again")
+                return Harvest()
             self.progress.update(submission.token, batch)
             if batch.status in TERMINAL:
                 break
@@ -401,7 +406,7 @@ class BatchRunner:
         harvest, fatal, entries = Harvest(), None, []
         for file_id in (batch.output_file_id, batch.error_file_id):
             text = (await self._call(f"{batch.id} download", lambda: self.sdk.files.content(file_id))).text if file_id else ""
-            for row in map(json.loads, filter(str.strip, text.splitlines())):
+            for row in map(_json_object, filter(str.strip, text.splitlines())):
                 keys = covered.pop(str(row.get("custom_id")), None)
                 if keys is None:
                     continue
@@ -444,13 +449,18 @@ class BatchRunner:
         usage.cache_hits -= used
         usage.cache_misses += used
 
-    async def _call(self, what: str, call: Callable[[], Awaitable], find: Callable[[], Awaitable] | None = None):
+    async def _call(
+        self, what: str, call: Callable[[], Awaitable], find: Callable[[], Awaitable] | None = None, absent_ok: bool = False
+    ):
         """A Batch API call with the model's retries. Before repeating a call that may have reached the
-        server (an upload, a create), `find` looks for its effect, so it is never done twice."""
+        server (an upload, a create), `find` looks for its effect, so it is never done twice. With
+        `absent_ok`, a 404 returns None."""
         for attempt in range(self.spec.max_retries + 1):
             try:
                 return await call()
             except Exception as error:  # noqa: BLE001 - the provider says which ones are worth a retry
+                if absent_ok and getattr(error, "status_code", None) == 404:
+                    return None
                 self.model.usage.add_error(_kind(error))
                 if not self.provider.should_retry(error) or attempt == self.spec.max_retries:
                     raise ModelError(f"{self.provider.endpoint}: batch {what} failed: {self.provider.describe(error)}") from None
@@ -495,6 +505,15 @@ def _batch_errors(batch) -> str:
     return f"{first.code}: {first.message}{line}"
 
 
+def _json_object(line: str) -> dict:
+    """One line of an output or error file ({} when unreadable: its request then counts as unanswered)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return {}
+    return row if isinstance(row, dict) else {}
+
+
 def _alive(owner: str, updated: float) -> bool:
     """Whether the process that owns an upload or a create may still be at it."""
     host, _, pid = owner.rpartition(":")
@@ -511,15 +530,3 @@ def _alive(owner: str, updated: float) -> bool:
 
 def _kind(error: Exception) -> str:
     return str(getattr(error, "status_code", "") or type(error).__name__)
-
-
-async def _gather_or_cancel(coroutines) -> list:
-    """Like gather, but the first failure cancels the rest (their batches go on; a new run re-attaches)."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
