@@ -73,7 +73,8 @@ class RoleEstimate:
         measured = f"mean of {self.measured_answers} cached answers"
         jobs = self.measured_jobs + self.prior_jobs
         if jobs == 1:
-            return f"{role}: {measured}" if self.measured_jobs else f"{role}: prior of {self.prior_tokens} tokens per answer"
+            tokens = f"{self.prior_tokens} token{'s' * (self.prior_tokens != 1)}"
+            return f"{role}: {measured}" if self.measured_jobs else f"{role}: prior of {tokens} per answer"
         if not self.prior_jobs:
             return f"{role}: {measured} (all {jobs} jobs)"
         if not self.measured_jobs:
