@@ -127,7 +127,7 @@ async def _run(job: Job, cache: ResponseCache | None) -> RunResult:
     opened = {role: model.open() for role, model in models(spec, cache).items()}  # fail before any request
     try:
         if spec.model.batch:  # the Batch API fills the cache first; the live path then finds every answer
-            await batch.fill(opened["model"], [(p.prompt.messages, model_config(job), p.sample_indices) for p in planned_prompts(job)])
+            await batch.fill(opened["model"], model_requests(job))
         responses = await _collect(job, opened["model"])
         judge = Judge(opened["judge"], judge_config(spec)) if "judge" in opened else None
         if judge is not None and spec.judge.batch:
@@ -148,6 +148,12 @@ async def _collect(job: Job, model: Model):
     responses = await collect(model, planned, model_config(job), progress)
     progress.close()
     return responses
+
+
+def model_requests(job: Job) -> list[batch.Item]:
+    """The model's requests, as the live path plans them: every prompt with its sample indices."""
+    config = model_config(job)
+    return [(item.prompt.messages, config, item.sample_indices) for item in planned_prompts(job)]
 
 
 def judge_requests(responses: list[Response], config: GenerateConfig) -> list[batch.Item]:

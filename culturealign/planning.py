@@ -63,7 +63,8 @@ class RoleEstimate:
         self.expected_completion_tokens += round(expected_tokens)
 
     def price(self, model: Model) -> None:
-        worst, expected = (self.prompt_tokens, self.completion_tokens), (self.expected_prompt_tokens, self.expected_completion_tokens)
+        worst = (self.prompt_tokens, self.completion_tokens)
+        expected = (self.expected_prompt_tokens, self.expected_completion_tokens)
         self.worst_usd_live, self.worst_usd_batch = model.cost_usd(*worst), model.cost_usd(*worst, batch=True)
         self.expected_usd_live, self.expected_usd_batch = model.cost_usd(*expected), model.cost_usd(*expected, batch=True)
         self.cost_usd = self.worst_usd_batch if model.spec.batch else self.worst_usd_live

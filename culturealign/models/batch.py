@@ -55,7 +55,7 @@ TOKEN_KEY = "culturealign_submission"  # batch metadata key holding the submissi
 FILE_PREFIX = "culturealign-"
 POLL_GROWTH, POLL_CAP = 1.5, 600.0  # each wait between status checks is 1.5x the last, at most 10 minutes
 LOOKBACK = 3600  # seconds: how far before a submission's creation to look for its file or batch on the server
-STALE_AFTER = 3600  # seconds: an upload or create by a process on another host with no news since is abandoned
+STALE_AFTER = 3600  # seconds: an upload or create by a process on another host, silent since, is taken over
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 LIVE = ("uploading", "uploaded", "creating", "submitted")
 TRANSIENT_CODES = ("batch_expired", "batch_cancelled", "request_timeout", "rate_limit_exceeded", "server_error")
@@ -195,7 +195,7 @@ class Journal:
     def keys(self, token: str) -> dict[str, list[str]]:
         """custom_id -> the cache keys of its samples, in order."""
         covered: dict[str, list[str]] = {}
-        rows = self._db.execute("SELECT custom_id, key FROM batch_requests WHERE token = ? ORDER BY custom_id, position", (token,))
+        rows = self._db.execute("SELECT custom_id, key FROM batch_requests WHERE token = ? ORDER BY position", (token,))
         for custom_id, key in rows:
             covered.setdefault(custom_id, []).append(key)
         return covered
@@ -277,7 +277,8 @@ class BatchRunner:
             text = json.dumps({"custom_id": str(number), "method": "POST", "url": ENDPOINT, "body": body}) + "\n"
             length = len(text.encode("utf-8"))
             if length > limit:
-                raise ModelError(f"a batch request of {length} bytes exceeds {self.role}.batch_max_mb={self.spec.batch_max_mb:g}")
+                limit_key = f"{self.role}.batch_max_mb={self.spec.batch_max_mb:g}"
+                raise ModelError(f"a batch request of {length} bytes exceeds {limit_key}")
             if lines and (len(lines) == self.spec.batch_max_requests or size + length > limit):
                 yield lines
                 lines, size = [], 0
@@ -379,7 +380,8 @@ class BatchRunner:
             batch = await self._call(f"{batch_id} status", lambda: self.sdk.batches.retrieve(batch_id), absent_ok=True)
             if batch is None:  # not known at this endpoint (a cache copied from elsewhere): nothing to wait for
                 self.journal.advance(submission.token, "abandoned", detail=f"batch {batch_id} not found at the endpoint")
-                log.warning(f"{self.role}: batch {batch_id} of the journal is unknown at {self.provider.endpoint}; its requests are planned again")
+                where = self.provider.endpoint
+                log.warning(f"{self.role}: batch {batch_id} of the journal is unknown at {where}; its requests are planned again")
                 return Harvest()
             self.progress.update(submission.token, batch)
             if batch.status in TERMINAL:
@@ -405,7 +407,8 @@ class BatchRunner:
         covered = self.journal.keys(submission.token)
         harvest, fatal, entries = Harvest(), None, []
         for file_id in (batch.output_file_id, batch.error_file_id):
-            text = (await self._call(f"{batch.id} download", lambda: self.sdk.files.content(file_id))).text if file_id else ""
+            content = await self._call(f"{batch.id} download", lambda: self.sdk.files.content(file_id)) if file_id else None
+            text = content.text if content is not None else ""
             for row in map(_json_object, filter(str.strip, text.splitlines())):
                 keys = covered.pop(str(row.get("custom_id")), None)
                 if keys is None:
@@ -465,7 +468,8 @@ class BatchRunner:
                 if not self.provider.should_retry(error) or attempt == self.spec.max_retries:
                     raise ModelError(f"{self.provider.endpoint}: batch {what} failed: {self.provider.describe(error)}") from None
                 retry_after = self.provider.retry_after(error)
-                await asyncio.sleep(min(BACKOFF_CAP, retry_after if retry_after is not None else self.spec.retry_backoff * 2**attempt))
+                backoff = retry_after if retry_after is not None else self.spec.retry_backoff * 2**attempt
+                await asyncio.sleep(min(BACKOFF_CAP, backoff))
                 found = await find() if find is not None else None
                 if found is not None:
                     return found
@@ -481,7 +485,8 @@ class BatchProgress:
 
     def update(self, token: str, batch) -> None:
         counts = batch.request_counts
-        state = (batch.status, counts.completed if counts else 0, counts.failed if counts else 0, counts.total if counts else 0)
+        numbers = (counts.completed, counts.failed, counts.total) if counts else (0, 0, 0)
+        state = (batch.status, *numbers)
         if self.batches.get(token) != state:
             self.batches[token] = state
             log.info(self.line())
