@@ -13,14 +13,15 @@ from pathlib import Path
 from culturealign.dataset import Question, dataset_file, read_questions, select_questions
 from culturealign.errors import DatasetError
 from culturealign.estimators import Estimator, ResponseRecord, estimator_for
-from culturealign.extraction import Judge
+from culturealign.extraction import Judge, judge_messages
+from culturealign.models import batch
 from culturealign.models.base import GenerateConfig, Usage
 from culturealign.models.cache import ResponseCache
 from culturealign.models.model import Model
 from culturealign.progress import Progress
-from culturealign.sampling import PlannedPrompt, collect, plan
+from culturealign.sampling import PlannedPrompt, Response, collect, plan
 from culturealign.scoring import Scores, summarise
-from culturealign.spec import Estimator as EstimatorName, JobSpec, StyleKind
+from culturealign.spec import CountrySpec, Estimator as EstimatorName, JobSpec, StyleKind
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,11 @@ def models(spec: JobSpec, cache: ResponseCache | None) -> dict[str, Model]:
     return built
 
 
-def planned_prompts(job: Job) -> list[PlannedPrompt]:
-    """Every prompt with its sample indices."""
+def planned_prompts(job: Job, country: CountrySpec | None = None) -> list[PlannedPrompt]:
+    """Every prompt with its sample indices (for `country`, by default the job's)."""
     spec = job.spec
     templates = spec.scenarios.templates if spec.style.kind is StyleKind.scenarios else []
-    return plan(job.questions, spec.country, spec.style, templates, job.estimator.samples(spec.samples))
+    return plan(job.questions, country or spec.country, spec.style, templates, job.estimator.samples(spec.samples))
 
 
 def model_config(job: Job) -> GenerateConfig:
@@ -137,8 +138,12 @@ async def _run(job: Job, cache: ResponseCache | None) -> RunResult:
     try:
         for model in opened.values():
             await model.preflight()
+        if spec.model.batch:  # the Batch API fills the cache first; the live path then finds every answer
+            await batch.fill(opened["model"], model_requests(job))
         responses = await _collect(job, opened["model"])
         judge = Judge(opened["judge"], judge_config(spec)) if "judge" in opened else None
+        if judge is not None and spec.judge.batch:
+            await batch.fill(judge.model, judge_requests(responses, judge.config))
         tallied = await job.estimator.estimate(job.questions, spec.country, responses, judge)
     finally:
         for model in opened.values():
@@ -157,7 +162,24 @@ async def _collect(job: Job, model: Model):
     return responses
 
 
+def model_requests(job: Job) -> list[batch.Item]:
+    """The model's requests, as the live path plans them: every prompt with its sample indices."""
+    config = model_config(job)
+    return [(item.prompt.messages, config, item.sample_indices) for item in planned_prompts(job)]
+
+
+def judge_requests(responses: list[Response], config: GenerateConfig) -> list[batch.Item]:
+    """The judge's requests for these answers: one per distinct (question, answer), as `Judge` asks them."""
+    pairs = dict.fromkeys((r.question.text, tuple(r.question.options), r.completion.text) for r in responses)
+    asked = (judge_messages(*pair) for pair in pairs)
+    return [(messages, config, (0,)) for messages in asked if messages is not None]
+
+
 def _cost(model: Model) -> RoleCost:
-    spent = (model.usage.prompt_tokens, model.usage.completion_tokens)
+    """Spent: live tokens at list prices, batch tokens at batch prices. Workload: at the price this job pays."""
+    usage = model.usage
+    spent = (usage.prompt_tokens, usage.completion_tokens)
+    live = (usage.prompt_tokens - usage.batch_prompt_tokens, usage.completion_tokens - usage.batch_completion_tokens)
+    spent_usd = model.cost_usd(*live) + model.cost_usd(usage.batch_prompt_tokens, usage.batch_completion_tokens, batch=True)
     served = (model.served[0], model.served[1])
-    return RoleCost(spent, served, model.cost_usd(*spent), model.cost_usd(*served))
+    return RoleCost(spent, served, spent_usd, model.cost_usd(*served, batch=model.spec.batch))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Sequence
 
 from culturealign.dataset import Question
-from culturealign.models.base import Completion, GenerateConfig
+from culturealign.models.base import Completion, GenerateConfig, gather_or_cancel
 from culturealign.models.model import Model
 from culturealign.progress import Progress
 from culturealign.prompts import Prompt, options_prompt, scenario_prompt, user
@@ -71,17 +70,5 @@ async def collect(
         for item in planned
         for start in range(0, len(item.sample_indices), per_request)
     ]
-    batches = await _gather_or_cancel(tasks)
+    batches = await gather_or_cancel(tasks)
     return [response for batch in batches for response in batch]
-
-
-async def _gather_or_cancel(coroutines) -> list:
-    """Like gather, but the first failure cancels the rest instead of leaving them running."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

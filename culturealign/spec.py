@@ -27,6 +27,8 @@ MAX_TOKENS = 32_768
 MAX_N_PER_REQUEST = 128  # OpenAI's limit for `n`
 MAX_SEED = 2**31 - 1
 PRICED_HOSTS = ("api.openai.com",)  # endpoints whose list prices are charged (set model.priced otherwise)
+BATCH_MAX_REQUESTS = 50_000  # OpenAI's limits for one Batch API input file
+BATCH_MAX_MB = 200.0
 _ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -96,6 +98,13 @@ class ModelSpec:
     n_ctx: int = 2048
     n_threads: int = 1
     n_threads_batch: Optional[int] = 1  # null: all cores
+    # openai: true sends the job through the Batch API (culturealign/models/batch.py): answers within 24 h,
+    # billed at the list prices x batch_price_factor (OpenAI: 0.5)
+    batch: bool = False
+    batch_price_factor: float = 0.5
+    batch_poll_seconds: float = 30.0  # first wait between two status checks, then 1.5x longer each time
+    batch_max_requests: int = BATCH_MAX_REQUESTS  # requests per batch; more are split across batches
+    batch_max_mb: float = BATCH_MAX_MB  # size of one batch's input file (MB, 10^6 bytes)
 
     def validate(self, group: str) -> None:
         _require(self.name not in ("", MISSING), f"{group}.name must name the model to ask")
@@ -117,6 +126,15 @@ class ModelSpec:
         if self.n_threads_batch is not None:
             _range(self.n_threads_batch, 1, 1024, f"{group}.n_threads_batch", "null or an integer >= 1")
         self._check_endpoint(group)
+        self._check_batch(group)
+
+    def _check_batch(self, group: str) -> None:
+        _range(self.batch_price_factor, 0, 1, f"{group}.batch_price_factor", "a number in [0, 1] (batch price / list price)")
+        _range(self.batch_poll_seconds, 0.001, 3600, f"{group}.batch_poll_seconds", "a number of seconds in (0, 3600]")
+        _range(self.batch_max_requests, 1, BATCH_MAX_REQUESTS, f"{group}.batch_max_requests", f"an integer in [1, {BATCH_MAX_REQUESTS}]")
+        _range(self.batch_max_mb, 0.001, BATCH_MAX_MB, f"{group}.batch_max_mb", f"a size in MB in (0, {BATCH_MAX_MB:g}]")
+        if self.batch and self.provider is not Provider.openai:
+            raise ConfigError(f"{group}.batch=true needs an OpenAI-compatible Batch API ({group}.provider=openai); set {group}.batch=false")
 
     def _check_endpoint(self, group: str) -> None:
         if self.api_key_env is not None and not _ENV_VAR_NAME.fullmatch(self.api_key_env):
@@ -144,11 +162,13 @@ class ModelSpec:
         host = urllib.parse.urlsplit(self.base_url or "").hostname or ""
         return self.provider is Provider.openai and host in PRICED_HOSTS
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Price of tokens at this model's list prices (0 when unset or not a priced endpoint)."""
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+        """Price of tokens at this model's list prices, or at its batch prices (0 when unset or when the
+        endpoint is not a priced one)."""
         if not self.is_priced:
             return 0.0
-        return (prompt_tokens * self.price_input_per_mtok + completion_tokens * self.price_output_per_mtok) / 1e6
+        usd = (prompt_tokens * self.price_input_per_mtok + completion_tokens * self.price_output_per_mtok) / 1e6
+        return usd * self.batch_price_factor if batch else usd
 
 
 @dataclass
@@ -173,6 +193,7 @@ class StyleSpec:
     instruction: Optional[str] = None  # options styles: the last line of B.2 / B.3
     extraction: Extraction = Extraction.option_number
     max_tokens: int = 1024
+    expected_tokens: int = 256  # the dry run's prior answer length until answers of the model and style are cached
 
     def validate(self) -> None:
         if self.kind is StyleKind.options:
@@ -181,6 +202,7 @@ class StyleSpec:
             _require(self.instruction is None, f"style {self.name}: a scenarios style takes its prompts from `scenarios`, not `instruction`")
             _require(self.extraction is Extraction.judge, f"style {self.name}: scenario answers are free text: use extraction: judge")
         _range(self.max_tokens, 1, MAX_TOKENS, "style.max_tokens", f"an integer in [1, {MAX_TOKENS}]")
+        _range(self.expected_tokens, 1, MAX_TOKENS, "style.expected_tokens", f"an integer in [1, {MAX_TOKENS}]")
 
 
 @dataclass
@@ -315,6 +337,8 @@ class JobSpec:
         _range(self.samples, 1, MAX_SAMPLES, "samples", f"a positive integer <= {MAX_SAMPLES}")
         _range(self.concurrency, 1, MAX_CONCURRENCY, "concurrency", f"a positive integer <= {MAX_CONCURRENCY}")
         _range(self.seed, 0, MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]")
+        for role in self.batch_roles:
+            _require(self.cache.enabled, f"{role}.batch=true stores the batch's answers in the response cache: set cache.enabled=true")
         _require(
             self.estimator is Estimator.sample or self.style.extraction is Extraction.option_number,
             "estimator=logprobs works only with style=classification (free text needs sampling and a judge)",
@@ -330,6 +354,12 @@ class JobSpec:
     @property
     def uses_judge(self) -> bool:
         return self.style.extraction is Extraction.judge
+
+    @property
+    def batch_roles(self) -> list[str]:
+        """The roles ("model", "judge") this job sends through the Batch API."""
+        roles = ["model"] if self.model.batch else []
+        return roles + (["judge"] if self.uses_judge and self.judge.batch else [])
 
     @property
     def label(self) -> str:

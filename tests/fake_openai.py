@@ -55,7 +55,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+try:
+    from tests.fake_batches import DROP, BatchPlan, FakeBatchAPI
+except ImportError:  # run as a script: tests/ is on the path, the repository root may not be
+    from fake_batches import DROP, BatchPlan, FakeBatchAPI
+
 __all__ = [
+    "BatchPlan",
     "FakeOpenAIServer",
     "FaultPlan",
     "Policy",
@@ -557,6 +563,10 @@ class FakeOpenAIServer:
     hostile:    a broken or hostile way of answering every sampling and judge request: one of
                 :data:`HOSTILE_MODES` (NaN logprobs, impossible usage, HTML, invalid bytes, a key echoed...).
 
+    seeded:     answer a request that carries a ``seed`` from an RNG seeded by (seed, messages), so the
+                same request gets the same answers whatever the order of arrival, live or in a batch.
+    batch_plan: :class:`BatchPlan` of the Batch API (``self.batches``, see ``tests/fake_batches.py``).
+
     Like a real server, ``max_tokens`` cuts an answer (one word = one token) and says
     ``finish_reason: "length"`` (``enforce_max_tokens=False``: a hostile server that ignores the limit).
     """
@@ -580,6 +590,8 @@ class FakeOpenAIServer:
         enforce_max_tokens: bool = True,
         json_mode: bool = True,
         hostile: Optional[str] = None,
+        seeded: bool = False,
+        batch_plan: Optional[BatchPlan] = None,
     ):
         self.policy = policy if policy is not None else Policy()
         self.latency = float(latency)
@@ -601,6 +613,8 @@ class FakeOpenAIServer:
         self.stats = ServerStats(record=record)
         self.rng = random.Random(self.policy.seed)
         self.fault_rng = random.Random(self.faults.seed)
+        self.seeded = seeded
+        self.batches = FakeBatchAPI(self._batch_line, batch_plan)
 
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -726,7 +740,7 @@ class FakeOpenAIServer:
                     await self._write(writer, 413, _error_body("headers too large", "invalid_request_error", None), close=True)
                     return
                 try:
-                    method, path, headers = self._parse_head(head)
+                    method, target, headers = self._parse_head(head)
                     body = await self._read_body(reader, headers)
                 except _BadRequest as e:
                     await self._write(writer, 400, _error_body(str(e), "invalid_request_error", None), close=True)
@@ -736,10 +750,11 @@ class FakeOpenAIServer:
                 keep_alive = headers.get("connection", "").lower() != "close"
                 self.stats._inc("http_requests")
                 self.stats._authorization(headers.get("authorization"))
+                path, _, query = target.partition("?")
                 if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
                     result = 401, _error_body("Incorrect API key provided (fake).", "invalid_request_error", "invalid_api_key"), None
                 else:
-                    result = await self._dispatch(method, path, body)
+                    result = await self._dispatch(method, path, body, query, headers)
                 if result is None:  # "drop" fault
                     return
                 status, payload, extra = result
@@ -775,8 +790,7 @@ class FakeOpenAIServer:
             if not sep:
                 raise _BadRequest("malformed header line")
             headers[name.strip().lower()] = value.strip()
-        path = target.split("?", 1)[0]
-        return method.upper(), path, headers
+        return method.upper(), target, headers
 
     @staticmethod
     async def _read_body(reader: asyncio.StreamReader, headers: Dict[str, str]) -> bytes:
@@ -832,8 +846,12 @@ class FakeOpenAIServer:
 
     # -- request dispatch ---------------------------------------------------------
 
-    async def _dispatch(self, method: str, path: str, body: bytes):
+    async def _dispatch(self, method: str, path: str, body: bytes, query: str = "", headers: Optional[Dict[str, str]] = None):
         path = path.rstrip("/") or "/"
+        batch_api = await self.batches.dispatch(method, path, query, headers or {}, body)
+        if batch_api is not None:
+            status, payload = batch_api
+            return (status, payload, None) if status != DROP else None
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method != "POST":
                 return 405, _error_body(f"Method {method} not allowed", "invalid_request_error", None), None
@@ -945,6 +963,19 @@ class FakeOpenAIServer:
             },
         }
 
+    def _rng_for(self, req: Dict[str, Any], messages: List[Any]) -> random.Random:
+        if not self.seeded or req.get("seed") is None:
+            return self.rng
+        digest = hashlib.sha256(json.dumps([self.policy.seed, req["seed"], messages], sort_keys=True).encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    def _batch_line(self, body: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        """One line of a batch, answered exactly as the same live request would be."""
+        messages = body["messages"]
+        content = last_user_content(messages)
+        kind = classify_request(content)
+        return kind, self._completion(body, messages, content, kind)
+
     def _completion(self, req: Dict[str, Any], messages: List[Any], content: str, kind: str) -> Dict[str, Any]:
         n = req.get("n") or 1
         try:
@@ -953,7 +984,7 @@ class FakeOpenAIServer:
             n = 1
         if not self.honour_n:
             n = 1
-        policy, rng = self.policy, self.rng
+        policy, rng = self.policy, self._rng_for(req, messages)
 
         want_logprobs = bool(req.get("logprobs")) and self.supports_logprobs
         top_k = req.get("top_logprobs") or 0

@@ -56,9 +56,11 @@ def test_flaky_server_every_sample_once_and_retries_counted(tmp_path, paper_csv,
 
 
 def test_timeouts_are_retried(tmp_path, paper_csv):
-    faults = FaultPlan(seed=3, rate_timeout=0.05, timeout_sleep=5.0)
+    # a generous client timeout: only the injected stalls (60 s) time out, never a request that is merely
+    # slow on a loaded machine
+    faults = FaultPlan(seed=3, rate_timeout=0.05, timeout_sleep=60.0)
     with FakeOpenAIServer(faults=faults) as server:
-        cfg = job_cfg(server.base_url, paper_csv, tmp_path, "samples=30", "model.timeout=0.5")
+        cfg = job_cfg(server.base_url, paper_csv, tmp_path, "samples=30", "model.timeout=4")
         run_in_process(cfg)
         timeouts = server.stats.faults.get("timeout", 0)
     client, run = only_run(tmp_path)

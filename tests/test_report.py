@@ -98,8 +98,9 @@ def test_paired_difference_matches_a_hand_computation(sweep, report, tmp_path):
         by_id.append(scores)
     shared = [q for q in by_id[0] if q in by_id[1]]
     differences = np.array([by_id[1][q] - by_id[0][q] for q in shared])
+    method = children[("us", "cot")].data.params["bootstrap.method"]  # the runs' own interval method
     ci = stats.bootstrap(
-        (differences,), np.mean, n_resamples=1000, confidence_level=0.95, method="percentile",
+        (differences,), np.mean, n_resamples=1000, confidence_level=0.95, method=method,
         rng=np.random.default_rng(0),
     ).confidence_interval
     row = next(r for r in read_csv(report / "paired.csv") if r["metric"] == "paired_diff_us_cot_minus_classification")

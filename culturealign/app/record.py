@@ -82,6 +82,8 @@ def result_metrics(result: RunResult) -> dict[str, float]:
         metrics |= {names.role_metric(role, name): value for name, value in zip(names.USAGE_METRICS, values)}
         metrics |= {names.role_metric(role, f"errors_{kind}"): count for kind, count in usage.errors.items()}
         metrics[names.role_metric(role, names.RATE_LIMITED)] = usage.rate_limited
+        if usage.batches or usage.batches_reattached or usage.batch_requests:
+            metrics |= {names.role_metric(role, name): getattr(usage, name) for name in names.BATCH_USAGE_METRICS}
         if usage.retries:
             log.info(f"{role}: {usage.requests} requests, {usage.retries} retried after errors {usage.errors}")
     return metrics

@@ -12,6 +12,7 @@ while keeping the same sample re-requested identical.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Protocol, Sequence
 
@@ -19,7 +20,7 @@ from culturealign.errors import ModelError
 from culturealign.prompts import Message
 from culturealign.spec import ModelSpec
 
-__all__ = ["Completion", "GenerateConfig", "MalformedReply", "Message", "ModelError", "Provider", "Usage"]
+__all__ = ["Completion", "GenerateConfig", "MalformedReply", "Message", "ModelError", "Provider", "Usage", "gather_or_cancel"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,22 @@ class Usage:
     errors: dict[str, int] = field(default_factory=dict)
     rate_limited: int = 0  # 429 / 503 replies (each halved the endpoint's window, once per round trip)
     concurrency: list[int] = field(default_factory=list)  # the endpoint's window after each change
+    # Batch API (culturealign.models.batch): its tokens are part of the totals above, at the batch price
+    batches: int = 0  # batches created by this invocation
+    batches_reattached: int = 0  # batches created by an earlier, interrupted invocation and finished by this one
+    batch_requests: int = 0  # batch requests answered
+    batch_resubmitted: int = 0  # batch requests that failed for a transient reason (expiry, 5xx, ...) and were sent again
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
 
-    def add_completions(self, completions: Sequence[Completion]) -> None:
-        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
-        self.completion_tokens += sum(c.completion_tokens for c in completions)
+    def add_completions(self, completions: Sequence[Completion], batch: bool = False) -> None:
+        prompt_tokens = sum(c.prompt_tokens for c in completions)
+        completion_tokens = sum(c.completion_tokens for c in completions)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        if batch:
+            self.batch_prompt_tokens += prompt_tokens
+            self.batch_completion_tokens += completion_tokens
 
     def add_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -116,3 +129,15 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def gather_or_cancel(coroutines) -> list:
+    """Like gather, but the first failure cancels the rest instead of leaving them running."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -84,12 +84,17 @@ class Model:
     def samples_per_request(self) -> int:
         return self._per_request
 
+    @property
+    def provider(self) -> Provider:
+        """The connected provider (the Batch API builds its request bodies and reaches its endpoint)."""
+        return self.open()._provider
+
     def cached(self, messages: Sequence[Message], config: GenerateConfig, indices: Sequence[int]) -> dict[int, Completion]:
         """The answers already stored among `indices` (dry runs count what is missing)."""
         return self.cache.lookup(self.identity, messages, config, indices) if self.cache is not None else {}
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return self.spec.cost_usd(prompt_tokens, completion_tokens)
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+        return self.spec.cost_usd(prompt_tokens, completion_tokens, batch)
 
     async def complete(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]

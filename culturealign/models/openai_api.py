@@ -49,7 +49,7 @@ class OpenAIProvider:
         self.json_mode = spec.json_mode  # None: not known yet whether the endpoint takes response_format
         key = api_key(spec, role)
         check_reachable(self.base_url, role)
-        self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=spec.timeout, max_retries=0)
+        self.sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=spec.timeout, max_retries=0)
 
     @classmethod
     def identity(cls, spec: ModelSpec) -> str:
@@ -63,12 +63,12 @@ class OpenAIProvider:
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
     ) -> list[Completion]:
         try:
-            response = await self._sdk.chat.completions.create(**self.request(messages, config, sample_indices))
+            response = await self.sdk.chat.completions.create(**self.request(messages, config, sample_indices))
         except openai.BadRequestError as error:
             if self.json_mode is True or "response_format" not in str(error):
                 raise  # json_mode=true was asked for explicitly, or the 400 is about something else
             self.json_mode = False  # this endpoint refuses JSON mode: ask in plain text from now on
-            response = await self._sdk.chat.completions.create(**self.request(messages, config, sample_indices))
+            response = await self.sdk.chat.completions.create(**self.request(messages, config, sample_indices))
         return _parse(response)
 
     def request(self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]) -> dict:
@@ -94,7 +94,7 @@ class OpenAIProvider:
         if listed is not None and self.model in listed and not needs_logprobs:
             return
         try:
-            reply = await self._sdk.chat.completions.create(**self._probe(needs_logprobs))
+            reply = await self.sdk.chat.completions.create(**self._probe(needs_logprobs))
         except openai.NotFoundError:
             served = f" (it serves: {', '.join(listed[:10])})" if listed else ""
             raise ModelError(f"{self.endpoint}: model {self.model!r} is not served there{served}; fix {self.role}.name") from None
@@ -111,7 +111,7 @@ class OpenAIProvider:
     async def _served_models(self) -> list[str] | None:
         """The model names the server lists, or None when it has no such list."""
         try:
-            return [model.id async for model in self._sdk.models.list()]
+            return [model.id async for model in self.sdk.models.list()]
         except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
             raise ModelError(f"{self.endpoint}: {self.describe(error)}") from None
         except (openai.APIConnectionError, openai.APITimeoutError) as error:
@@ -122,6 +122,13 @@ class OpenAIProvider:
     def _probe(self, needs_logprobs: bool) -> dict:
         probe = {"model": self.model, "messages": [{"role": "user", "content": PROBE_PROMPT}], "max_tokens": 1}
         return probe | ({"logprobs": True, "top_logprobs": 5} if needs_logprobs else {})
+
+    def parse_body(self, body: dict) -> list[Completion]:
+        """The answers of a chat-completions reply given as JSON (the body of a Batch API output line)."""
+        try:
+            return _parse(openai.types.chat.ChatCompletion.model_validate(body))
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            raise MalformedReply(f"unreadable reply: {str(error).splitlines()[0][:200]}") from None
 
     def should_retry(self, error: Exception) -> bool:
         return isinstance(error, _RETRYABLE)
@@ -149,7 +156,7 @@ class OpenAIProvider:
         }.get(status or 0, "")
 
     async def aclose(self) -> None:
-        await self._sdk.close()
+        await self.sdk.close()
 
 
 def api_key(spec: ModelSpec, role: str) -> str:

@@ -41,11 +41,22 @@ N_SCORED_QUESTIONS = "n_scored_questions"
 N_RESPONSES = "n_responses"
 PROMPT_TOKENS = "prompt_tokens"  # of the answers used, cached or not
 COMPLETION_TOKENS = "completion_tokens"
-COST_USD = "cost_usd"  # paid by this invocation (cache misses)
-COST_USD_WORKLOAD = "cost_usd_workload"  # the answers used, as if none were cached
+COST_USD = "cost_usd"  # paid by this invocation (cache misses; batch requests at the batch price)
+COST_USD_WORKLOAD = "cost_usd_workload"  # the answers used, as if none were cached (at the batch price in batch mode)
 RATE_LIMITED = "rate_limited"  # per role: 429 / 503 replies from its endpoint
 CONCURRENCY = "concurrency"  # per role: the endpoint's window of requests in flight, one step per change
 USAGE_METRICS = ("requests", "retries", "cache_hits", "cache_misses", "spent_prompt_tokens", "spent_completion_tokens")
+# Batch API usage of a role, when it sent anything that way (named as the `Usage` fields they log):
+# batches created, batches of an interrupted run finished, requests answered, requests sent again after a
+# transient failure, and the tokens among the spent ones that were paid at the batch price.
+BATCH_USAGE_METRICS = (
+    "batches",
+    "batches_reattached",
+    "batch_requests",
+    "batch_resubmitted",
+    "batch_prompt_tokens",
+    "batch_completion_tokens",
+)
 
 
 def role_metric(role: str, name: str) -> str:
