@@ -141,10 +141,15 @@ class StyleSpec:
     """An interaction style: what the prompt asks and how an answer becomes an option."""
 
     name: str = MISSING
+    label: Optional[str] = None  # as in the paper's tables (Classification, CoT, Scenarios); null: the name
     kind: StyleKind = StyleKind.options
     instruction: Optional[str] = None  # options styles: the last line of B.2 / B.3
     extraction: Extraction = Extraction.option_number
     max_tokens: int = 1024
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
     def validate(self) -> None:
         if self.kind is StyleKind.options:
