@@ -7,6 +7,7 @@ import subprocess
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 import culturealign
 from tests.conftest import MINI_SWEEP_QUESTIONS as QUESTIONS, MINI_SWEEP_SAMPLES as SAMPLES, REPO
@@ -136,8 +137,10 @@ def test_answers_are_a_browsable_table_and_results_stay_in_the_job_folder(mini_s
     sweep_dir = mini_sweep.workdir / "multirun"
     for folder in sorted(p for p in sweep_dir.iterdir() if p.name.isdigit()):
         scores = json.loads((folder / "scores.json").read_text())
-        job = next(r for r in children.values() if r.data.metrics["wasserstein_similarity"] == scores["wasserstein_similarity"])
-        assert scores == pytest.approx(job.data.metrics)
+        overrides = dict(line.split("=", 1) for line in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()))
+        job = children[(overrides["country"], overrides["style"])]
+        assert scores == pytest.approx({name: job.data.metrics[name] for name in scores})
+        assert set(scores) >= {"wasserstein_similarity", "wasserstein_similarity_ci_low", "unclassifiable_rate"}
         assert len(json.loads((folder / "distributions.json").read_text())) == QUESTIONS
         assert len((folder / "responses.jsonl").read_text().splitlines()) == QUESTIONS * SAMPLES
 

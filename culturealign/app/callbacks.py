@@ -74,7 +74,8 @@ class SweepCallback(Callback):
 
 class JobEcho(logging.Filter):
     """Hydra's launchers echo each job's whole override list (`#0 : country=us style=cot model=...
-    model.base_url=http\\://...`); shown instead: `job 1 of 12: country=us style=cot`, the swept values."""
+    model.base_url=http\\://...`); shown instead: `job 1 of 12: country=us style=cot`, the swept values.
+    Joblib's line of all its settings becomes `Launching 12 jobs with joblib, 2 at a time`."""
 
     LAUNCHER_LOGGERS = (
         "hydra._internal.core_plugins.basic_launcher",
@@ -82,6 +83,7 @@ class JobEcho(logging.Filter):
         "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
     )
     ECHO = re.compile(r"^\t#(\d+) : (.*)$", re.DOTALL)
+    JOBLIB = re.compile(r"^Joblib\.Parallel\(.*\bn_jobs=([^,]*),.*\) is launching (\d+) jobs$")
 
     def __init__(self, plan: SweepPlan) -> None:
         super().__init__()
@@ -96,9 +98,11 @@ class JobEcho(logging.Filter):
             logger.addFilter(cls(plan))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        match = self.ECHO.match(record.getMessage())
-        if match:
+        message = record.getMessage()
+        if match := self.ECHO.match(message):
             record.msg, record.args = self.shorten(int(match.group(1)), match.group(2)), ()
+        elif match := self.JOBLIB.match(message):  # joblib's whole settings line
+            record.msg, record.args = f"Launching {match.group(2)} jobs with joblib, {match.group(1)} at a time", ()
         return True
 
     def shorten(self, index: int, overrides: str) -> str:

@@ -21,8 +21,9 @@ from culturealign.tracking import names
 from culturealign.tracking.store import JobRun, clip_record, job_key
 
 log = logging.getLogger("culturealign")
-TABLE_COLUMNS = ("question_id", "question", "variant", "sample_index", "response", "finish_reason", "judge_output",
-                 "option", "option_text", "cached")  # fmt: skip
+# What the UI's table shows first: the question, the answer and how it was read; then where it came from.
+TABLE_COLUMNS = ("question", "response", "option", "option_text", "judge_output", "question_id", "variant",
+                 "sample_index", "finish_reason", "cached")  # fmt: skip
 
 
 @dataclass

@@ -20,6 +20,7 @@ class Report:
     files: list[Path]
     text: str  # Table 1, its reference points and the paired differences, aligned for a terminal
     cells: dict[str, float]  # the parent run's metrics: one per cell of Table 1
+    summary: str  # Table 1 in Markdown: the parent run's description in the MLflow UI
 
 
 def default_folder(parent_id: str) -> Path:
@@ -62,7 +63,8 @@ def write_report(sweep: Sweep, folder: Path) -> Report:
     table.write_questions_csv(sweep, folder / "questions.csv")
     pictures = figures.write_figures(sweep, references, folder)
     written = [folder / name for name in (*files, "table1.csv", "paired.csv", "questions.csv")] + pictures
-    return Report(sweep.parent_id, folder, written, text, cell_metrics(sweep))
+    summary = table.markdown(tables[0]) + f"\nThe full report (reference points, paired differences, figures) is in {ARTIFACT_FOLDER}/.\n"
+    return Report(sweep.parent_id, folder, written, text, cell_metrics(sweep), summary)
 
 
 def cell_metrics(sweep: Sweep) -> dict[str, float]:
@@ -78,12 +80,13 @@ def cell_metrics(sweep: Sweep) -> dict[str, float]:
 
 
 def log_report(client, report: Report) -> None:
-    """Files under the parent run's `report/` artifacts; one metric per cell of Table 1 (paired differences
-    stay in the report: as metrics they would bury the headline numbers)."""
+    """Files under the parent run's `report/` artifacts, Table 1 as its description; one metric per cell of
+    Table 1 (paired differences stay in the report: as metrics they would bury the headline numbers)."""
     from mlflow.entities import Metric
 
     for path in report.files:
         client.log_artifact(report.parent_id, str(path), ARTIFACT_FOLDER)
+    client.set_tag(report.parent_id, names.DESCRIPTION_TAG, report.summary[: names.MAX_TAG_CHARS])
     now = int(time.time() * 1000)
     metrics = [Metric(name, float(value), now, 0) for name, value in report.cells.items()]
     for start in range(0, len(metrics), 1000):  # MLflow's batch limit

@@ -57,7 +57,7 @@ def sweep_links(base: str, experiment_id: str, parent_id: str, shared_view: bool
                  "orderByKey": f"metrics.`{names.SIMILARITY}`", "orderByAsc": "false"}  # fmt: skip
     query["workflowType"] = "machine_learning"
     runs = f"{base}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
-    report = f"{base}/#/experiments/{experiment_id}/runs/{parent_id}/artifacts/{REPORT_PAGE}"
+    report = f"{base}/#/experiments/{experiment_id}/runs/{parent_id}/artifacts/{REPORT_PAGE}?workflowType=machine_learning"
     return {"runs table": runs, "report": report}
 
 

@@ -26,6 +26,8 @@ GIT_COMMIT_TAG = "mlflow.source.git.commit"
 GIT_BRANCH_TAG = "mlflow.source.git.branch"
 GIT_DIRTY_TAG = "mlflow.source.git.dirty"  # "true" when tracked files differed from the commit
 USER_TAG = "mlflow.user"
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's description (Markdown) on its page
+MAX_TAG_CHARS = 8000  # MLflow's limit for a tag value
 # Experiment tags: MLflow UIs that honour it open the runs table, not the GenAI overview; and one shared
 # view per sweep (`viewStateShareKey=<parent run id>`): its child runs, with the headline columns.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

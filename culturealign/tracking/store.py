@@ -136,15 +136,16 @@ def open_sweep(
 
 def sweep_view(parent_id: str, params: list[str], metrics: list[str]) -> str:
     """The MLflow UI's shared view state (`#/experiments/<id>/runs?viewStateShareKey=<parent id>`): the
-    sweep's child runs, best aligned first, with the dataset, the source (git commit) and the given params
-    and metrics as columns. A search filter also lists the children flat instead of folded under the parent."""
-    columns = ["attributes.`Dataset`", "attributes.`Source`"]
-    columns += [f"params.`{name}`" for name in params] + [f"metrics.`{name}`" for name in metrics]
+    sweep's child runs, best aligned first, with the given params and then metrics as the first columns (the
+    dataset and git commit, the same for every job, are on each run's page). A search filter also lists
+    the children flat instead of folded under the parent."""
+    columns = [f"params.`{name}`" for name in params] + [f"metrics.`{name}`" for name in metrics]
     state = {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_id}'",
         "orderByKey": f"metrics.`{metrics[0]}`" if metrics else "attributes.start_time",
         "orderByAsc": False,
         "selectedColumns": columns,
+        "columnOrder": columns,
     }
     return json.dumps(state)
 
