@@ -248,3 +248,21 @@ def test_a_failing_report_never_fails_the_sweep(tmp_path, caplog):
 
     report_sweep(f"sqlite:///{tmp_path / 'gone.db'}", "abc", tmp_path / "report")
     assert "no report for sweep abc" in caplog.text and "culturealign-report --parent-run abc" in caplog.text
+
+
+def test_the_footnote_describes_the_table_it_is_under():
+    runs = paper_grid()
+    note = table.table1(Sweep("parent", runs, keys=varying_keys(runs))).notes
+    assert "[95% bootstrap CI over questions]" in note[0]
+    assert "(Classification: not exactly an option number; CoT, Scenarios: the judge found none)" in note[0]
+    assert len(note) == 1  # every cell run: no "not run" line
+    for run in runs:
+        run.params.update({"estimator": "sample", "extraction.classification": "leading", "bootstrap.confidence": "0.9",
+                           "bootstrap.resamples": "500", "bootstrap.method": "bca"})
+    subset = [r for r in runs if r.style != "scenarios" and not (r.country == "us" and r.style == "cot")]
+    note = table.table1(Sweep("parent", subset, keys=varying_keys(subset))).notes
+    assert "[90% bootstrap CI over questions, 500 resamples, bca]" in note[0]
+    assert "(Classification: not starting with an option number; CoT: the judge found none)" in note[0]
+    assert note[1] == "–: not run."
+    classification_only = [r for r in runs if r.style == "classification"]
+    assert "judge" not in table.table1(Sweep("parent", classification_only, keys=[])).notes[0]

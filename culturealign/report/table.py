@@ -76,7 +76,7 @@ def table1(sweep: Sweep) -> Table:
         f"{SIMILARITY_TITLE[:-2]}: mean over the scored questions of 1 − W1/(options − 1) between the survey's and "
         f"the model's answer distributions (Wasserstein-1 over option positions); [{sweep.interval()}"
         f"{_resamples(sweep)}]. {UNCLASSIFIABLE_TITLE[:-2]}: share of all answers that named no option "
-        "(classification: not exactly an option number; CoT and scenarios: the judge found none).",
+        f"({_unclassifiable_rule(sweep)}).",
     ]
     if any(DASH in row for row in rows):
         notes.append(f"{DASH}: not run.")
@@ -92,6 +92,27 @@ def table1(sweep: Sweep) -> Table:
         [row.group for row in sweep.rows()],
         list(sweep.keys),
     )
+
+
+def _unclassifiable_rule(sweep: Sweep) -> str:
+    """What made an answer unclassifiable, for the styles in the table, from the runs' settings."""
+    labels = dict(zip(sweep.styles(), sweep.style_labels()))
+    parts = []
+    if "classification" in labels:
+        classification = [r for r in sweep.runs if r.style == "classification"]
+        rules = {(r.params.get("estimator"), r.params.get("extraction.classification")) for r in classification}
+        texts = {
+            ("logprobs", None): "probability of a first token that is no option number",
+            ("sample", "leading"): "not starting with an option number",
+        }
+        parts.append(f"{labels['classification']}: " + "; ".join(
+            texts.get((estimator, None if estimator == "logprobs" else rule), "not exactly an option number")
+            for estimator, rule in sorted(rules, key=str)
+        ))  # fmt: skip
+    judged = [label for style, label in labels.items() if style != "classification"]
+    if judged:
+        parts.append(f"{', '.join(judged)}: the judge found none")
+    return "; ".join(parts)
 
 
 def _judge(sweep: Sweep) -> str:
@@ -172,18 +193,18 @@ def text(table: Table, width: int = WIDTH) -> str:
     """The table for a terminal: block titles over their columns, at most `width` columns where possible.
     Extra keys become columns if they fit, else sub-headings; blocks that still do not fit go one below
     the other."""
-    keyed = _text_body(table, table.group_keys, table.blocks)
+    keyed = _text_body(table, table.group_keys, table.blocks, width)
     if max(map(len, keyed)) <= width or not table.group_keys:
         body = keyed
     else:
-        body = _text_body(table, [], table.blocks)
+        body = _text_body(table, [], table.blocks, width)
     if max(map(len, body)) > width and len(table.blocks) > 1:
-        body = [line for block in table.blocks for line in [*_text_body(table, [], [block]), ""]][:-1]
+        body = [line for block in table.blocks for line in [*_text_body(table, [], [block], width), ""]][:-1]
     notes = [wrapped for note in table.notes for wrapped in textwrap.wrap(note, width)]
     return "\n".join([*textwrap.wrap(table.heading, width), "", *body, "", *notes]) + "\n"
 
 
-def _text_body(table: Table, key_columns: list[str], blocks: list[tuple[str, list[str]]]) -> list[str]:
+def _text_body(table: Table, key_columns: list[str], blocks: list[tuple[str, list[str]]], width: int) -> list[str]:
     """Header lines and rows; the groups of the rows are columns when `key_columns`, else sub-headings."""
     starts, offset = [], len(table.key_columns)
     for _, columns in table.blocks:
@@ -204,7 +225,7 @@ def _text_body(table: Table, key_columns: list[str], blocks: list[tuple[str, lis
         grouped.sort(key=lambda pair: order.index(pair[0]))
     body = [cells(group, row) for group, row in grouped]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(headers)]
-    _widen_for_titles(widths, keys, chosen)
+    _widen_for_titles(widths, keys, chosen, width)
     lines = _title_lines(widths, keys, chosen)
     lines.append(_text_row(headers, widths, keys))
     previous = None
@@ -216,15 +237,25 @@ def _text_body(table: Table, key_columns: list[str], blocks: list[tuple[str, lis
     return [line.rstrip() for line in lines]
 
 
-def _widen_for_titles(widths: list[int], keys: int, chosen) -> None:
-    """A block is at least as wide as its title's longest word, spread over its columns."""
+def _widen_for_titles(widths: list[int], keys: int, chosen, limit: int = WIDTH) -> None:
+    """A block is as wide as its title when the whole line stays within `limit`, else at least as wide as
+    the title's longest word; the extra width goes to the block's last column."""
+    total = sum(widths) + len(GAP) * (len(widths) - 1)
     start = keys
     for title, columns, _ in chosen:
-        span = sum(widths[start : start + len(columns)]) + len(GAP) * (len(columns) - 1)
-        need = max((len(word) for word in title.split()), default=0)
+        last = start + len(columns) - 1
+        span = sum(widths[start : last + 1]) + len(GAP) * (len(columns) - 1)
+        words = max((len(word) for word in _unbreakable(title).split()), default=0)
+        need = len(title) if total + len(title) - span <= limit else words
         if need > span:
-            widths[start + len(columns) - 1] += need - span
+            widths[last] += need - span
+            total += need - span
         start += len(columns)
+
+
+def _unbreakable(title: str) -> str:
+    """An arrow stays on the line of the word before it."""
+    return title.replace(" ↑", "\u00a0↑").replace(" ↓", "\u00a0↓")
 
 
 def _title_lines(widths: list[int], keys: int, chosen) -> list[str]:
@@ -232,7 +263,8 @@ def _title_lines(widths: list[int], keys: int, chosen) -> list[str]:
     spans, start = [], keys
     for title, columns, _ in chosen:
         span = sum(widths[start : start + len(columns)]) + len(GAP) * (len(columns) - 1)
-        spans.append((textwrap.wrap(title, span) if title else [], span))
+        wrapped = [line.replace("\u00a0", " ") for line in textwrap.wrap(_unbreakable(title), span)] if title else []
+        spans.append((wrapped, span))
         start += len(columns)
     height = max((len(lines) for lines, _ in spans), default=0)
     indent = sum(widths[:keys]) + len(GAP) * keys
