@@ -14,9 +14,10 @@ from __future__ import annotations
 import ast
 import csv
 import hashlib
+import logging
+import math
 import os
 import shutil
-import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -26,10 +27,13 @@ from typing import Iterable, Sequence
 from culturealign.errors import DatasetError
 from culturealign.spec import CountrySpec
 
+log = logging.getLogger("culturealign")
 REQUIRED_COLUMNS = ("question", "selections", "options", "source")
 _DEFAULTDICT_PREFIX = "defaultdict(<class 'list'>, "
 
-csv.field_size_limit(sys.maxsize)  # the last row of the file carries 90 countries in one field
+MAX_FIELD_CHARS = 1_000_000  # the longest field of the real file (90 countries' shares) is ~4,000
+MAX_SHARE = 1e6  # shares are fractions (or, in some copies, percentages): anything larger is broken
+_BINARY_MAGIC = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive", b"BZh": "bzip2-compressed"}
 
 
 @dataclass(frozen=True)
@@ -68,15 +72,30 @@ def read_questions(path: str | Path) -> list[Question]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist; set dataset.path to a GlobalOpinionQA CSV")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(
-                f"{path} is not GlobalOpinionQA: missing column(s) {', '.join(missing)} "
-                f"(expected {', '.join(REQUIRED_COLUMNS)})"
-            )
-        return [_parse_row(row, number, path) for number, row in enumerate(reader, start=1)]
+    _refuse_binary(path)
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    try:  # utf-8-sig: a byte-order mark (as some editors save) is read, not taken for part of a column name
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(
+                    f"{path} is not GlobalOpinionQA: missing column(s) {', '.join(missing)} "
+                    f"(expected {', '.join(REQUIRED_COLUMNS)})"
+                )
+            return [_parse_row(row, number, path) for number, row in enumerate(reader, start=1)]
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except csv.Error as error:
+        raise DatasetError(f"{path} is not a readable CSV ({error}); give the GlobalOpinionQA CSV") from None
+
+
+def _refuse_binary(path: Path) -> None:
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+    kind = next((name for magic, name in _BINARY_MAGIC.items() if head.startswith(magic)), None)
+    if kind or b"\x00" in head:
+        raise DatasetError(f"{path} is {kind or 'a binary file'}, not a CSV; give the uncompressed GlobalOpinionQA CSV")
 
 
 def _parse_row(row: dict[str, str], number: int, path: Path) -> Question:
@@ -99,6 +118,8 @@ def _parse_row(row: dict[str, str], number: int, path: Path) -> Question:
             raise DatasetError(f"{where}: country {key!r} has a non-numeric share; fix or drop that row") from None
         if any(v < 0 for v in values):
             raise DatasetError(f"{where}: country {key!r} has a negative share; fix or drop that row")
+        if not all(math.isfinite(v) and v <= MAX_SHARE for v in values):
+            raise DatasetError(f"{where}: country {key!r} has a share that is not a finite fraction; fix or drop that row")
         selections[str(key)] = values
     text = row["question"].strip()
     options = tuple(str(option) for option in options)
@@ -126,8 +147,20 @@ def select_questions(
         keys = [question.country_key(country) for country in countries]
         return all(key is not None and sum(question.selections[key]) > 0 for key in keys)
 
-    selected = [question for question in questions if usable(question)]
+    selected = unique([question for question in questions if usable(question)])
     return selected[:limit] if limit is not None else selected
+
+
+def unique(questions: Sequence[Question]) -> list[Question]:
+    """The first of each question (same text and options): a repeated row would share its samples' cache
+    keys with the first and be scored twice. Later copies are dropped with a warning."""
+    kept: dict[str, Question] = {}
+    for question in questions:
+        if question.id in kept:
+            log.warning(f"dataset row {question.row} repeats row {kept[question.id].row} (same question and options): dropped")
+        else:
+            kept[question.id] = question
+    return list(kept.values())
 
 
 def ensure_downloaded(url: str, cache_dir: str | Path) -> Path:

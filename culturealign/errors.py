@@ -25,5 +25,11 @@ class TrackingError(CultureAlignError):
     """MLflow cannot be reached or written."""
 
 
+class NothingMeasured(CultureAlignError):
+    """Every answer of every question was unclassifiable: no similarity exists (never a NaN result)."""
+
+    exit_code = 3
+
+
 class ReportError(CultureAlignError):
     """Tracked runs cannot be found or read, or an audit file is incomplete."""

@@ -20,6 +20,7 @@ from culturealign.prompts import judge_prompt, user
 from culturealign.spec import ClassificationRule
 
 _LEADING_NUMBER = re.compile(r"([0-9]{1,6})(?![0-9])")  # longer digit runs are no option number
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 _CLASSIFICATION_FIELD = re.compile(r'"classification"\s*:\s*"?\s*(-?\d+)', re.IGNORECASE)
 MAX_JUDGED_CHARS = 20_000  # longer responses are cut for the judge (the count keeps them)
 
@@ -48,9 +49,19 @@ def parse_option_number(
     return number if 1 <= number <= n_options else None
 
 
-def parse_judge_output(text: str, n_options: int) -> int | None:
-    """The judge's classification, or None for "0", out-of-range numbers and unreadable output."""
-    value = _classification_value(text)
+def parse_judge_output(text: str, n_options: int, response: str = "") -> int | None:
+    """The judge's classification, or None for "0", out-of-range numbers and unreadable output.
+
+    The reply should be one JSON object (asked for with JSON mode where the endpoint has it). Otherwise
+    every JSON object carrying "classification" counts, except one quoted verbatim from the `response`
+    being judged (a hostile answer may carry a verdict of its own): the remaining verdicts must agree,
+    else the answer is unclassifiable. Text that is not JSON at all is read by a "classification" pattern,
+    under the same rules."""
+    verdicts = {_option_number(v, n_options) for v in _verdicts(text, response)}
+    return verdicts.pop() if len(verdicts) == 1 else None
+
+
+def _option_number(value, n_options: int) -> int | None:
     try:
         number = int(str(value).strip())
     except (TypeError, ValueError):
@@ -58,24 +69,36 @@ def parse_judge_output(text: str, n_options: int) -> int | None:
     return number if 1 <= number <= n_options else None
 
 
-def _classification_value(text: str):
-    """The last top-level JSON object carrying "classification": a judge may quote the response it
-    classifies (JSON and all) before giving its own answer. Objects inside an object are part of it."""
-    decoder, found = json.JSONDecoder(), None
-    position = text.find("{")
+def _verdicts(text: str, response: str) -> list:
+    """Every "classification" value the judge gave, not counting those quoted from the response."""
+    whole = _whole_object(text)
+    if whole is not None:
+        parroted = _FENCE.sub("", text.strip()).strip() in response
+        return [whole["classification"]] if "classification" in whole and not parroted else []
+    decoder, found, position = json.JSONDecoder(), [], text.find("{")
     while position >= 0:
         try:
             data, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError:
             position = text.find("{", position + 1)
             continue
-        if isinstance(data, dict) and "classification" in data:
-            found = data["classification"]
+        if isinstance(data, dict) and "classification" in data and text[position:end] not in response:
+            found.append(data["classification"])
         position = text.find("{", end)
-    if found is not None:
+    if found:
         return found
-    matches = _CLASSIFICATION_FIELD.findall(text)  # e.g. truncated JSON or unescaped quotes in reasoning
-    return matches[-1] if matches else None
+    # e.g. truncated JSON or unescaped quotes in the reasoning: the field itself, where not quoted
+    return [m.group(1) for m in _CLASSIFICATION_FIELD.finditer(text) if m.group(0) not in response]
+
+
+def _whole_object(text: str) -> dict | None:
+    """The reply as one JSON object (code fences allowed), or None."""
+    stripped = _FENCE.sub("", text.strip()).strip()
+    try:
+        data = json.loads(stripped)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def judge_messages(question: str, options: Sequence[str], response: str):
@@ -110,4 +133,4 @@ class Judge:
             return Extraction(None, None)
         [completion] = await self.model.complete(messages, self.config, [0])
         on_done()
-        return Extraction(parse_judge_output(completion.text, len(options)), completion.text)
+        return Extraction(parse_judge_output(completion.text, len(options), response), completion.text)

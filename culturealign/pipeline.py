@@ -77,10 +77,10 @@ def open_cache(spec: JobSpec) -> ResponseCache | None:
 
 def models(spec: JobSpec, cache: ResponseCache | None) -> dict[str, Model]:
     """The job's models, not yet connected: "model", and "judge" for styles read by a judge."""
-    logprobs = spec.estimator is EstimatorName.logprobs
-    built = {"model": Model(spec.model, "model", cache, spec.concurrency, logprobs)}
+    logprobs, throttles = spec.estimator is EstimatorName.logprobs, {}  # one throttle per server, shared
+    built = {"model": Model(spec.model, "model", cache, spec.concurrency, logprobs, throttles)}
     if spec.uses_judge:
-        built["judge"] = Model(spec.judge, "judge", cache, spec.concurrency)
+        built["judge"] = Model(spec.judge, "judge", cache, spec.concurrency, throttles=throttles)
     return built
 
 
@@ -104,7 +104,9 @@ def model_config(job: Job) -> GenerateConfig:
 
 def judge_config(spec: JobSpec) -> GenerateConfig:
     judge = spec.judge
-    return GenerateConfig(temperature=judge.temperature, top_p=judge.top_p, max_tokens=judge.max_tokens, seed=spec.seed)
+    return GenerateConfig(
+        temperature=judge.temperature, top_p=judge.top_p, max_tokens=judge.max_tokens, seed=spec.seed, json_output=True
+    )
 
 
 def run(spec: JobSpec) -> RunResult:
@@ -125,6 +127,8 @@ async def _run(job: Job, cache: ResponseCache | None) -> RunResult:
     spec = job.spec
     opened = {role: model.open() for role, model in models(spec, cache).items()}  # fail before any request
     try:
+        for model in opened.values():
+            await model.preflight()
         responses = await _collect(job, opened["model"])
         judge = Judge(opened["judge"], judge_config(spec)) if "judge" in opened else None
         tallied = await job.estimator.estimate(job.questions, spec.country, responses, judge)

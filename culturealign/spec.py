@@ -26,6 +26,7 @@ MAX_RESAMPLES = 100_000
 MAX_TOKENS = 32_768
 MAX_N_PER_REQUEST = 128  # OpenAI's limit for `n`
 MAX_SEED = 2**31 - 1
+PRICED_HOSTS = ("api.openai.com",)  # endpoints whose list prices are charged (set model.priced otherwise)
 _ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -79,6 +80,11 @@ class ModelSpec:
     retry_backoff: float = 0.5  # seconds before the first retry, doubled each time (Retry-After wins)
     price_input_per_mtok: float = 0.0  # USD per million tokens
     price_output_per_mtok: float = 0.0
+    priced: Optional[bool] = None  # null: prices apply only at a priced hosted API (PRICED_HOSTS)
+    json_mode: Optional[bool] = None  # judge replies as one JSON object (response_format); null: try, and
+    # fall back to plain text where the endpoint refuses it (the original GPT-4 does)
+    requests_per_minute: Optional[float] = None  # an account's limits: the sweep stays under them
+    tokens_per_minute: Optional[float] = None
     path: Optional[str] = None  # llamacpp: the GGUF file (null: the provider's default model)
     n_ctx: int = 2048
     n_threads: int = 1
@@ -96,6 +102,9 @@ class ModelSpec:
         _range(self.retry_backoff, 0, 600, f"{group}.retry_backoff", "a number of seconds in [0, 600]")
         for price in ("price_input_per_mtok", "price_output_per_mtok"):
             _range(getattr(self, price), 0, 10_000, f"{group}.{price}", "a price in USD per million tokens >= 0")
+        for budget in ("requests_per_minute", "tokens_per_minute"):
+            if getattr(self, budget) is not None:
+                _range(getattr(self, budget), 1, 1e9, f"{group}.{budget}", "null or a number >= 1")
         _range(self.n_ctx, 64, 1_048_576, f"{group}.n_ctx", "an integer in [64, 1048576]")
         _range(self.n_threads, 1, 1024, f"{group}.n_threads", "an integer >= 1")
         if self.n_threads_batch is not None:
@@ -112,14 +121,26 @@ class ModelSpec:
             return
         url = self.base_url or ""
         _require(url.startswith(("http://", "https://")), f"{group}.base_url must be an http(s) URL, got {self.base_url!r}")
-        if urllib.parse.urlsplit(url).password:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password or parts.username or parts.query:
+            what = "a password" if parts.password else "a user name" if parts.username else "query parameters"
             raise ConfigError(
-                f"{group}.base_url carries a password; remove it and put the key in the environment variable "
-                f"named by {group}.api_key_env"
+                f"{group}.base_url carries {what}; remove it (it would be logged) and put the key in the "
+                f"environment variable named by {group}.api_key_env"
             )
 
+    @property
+    def is_priced(self) -> bool:
+        """Prices apply at a priced hosted API; a local or self-hosted server costs nothing per token."""
+        if self.priced is not None:
+            return self.priced
+        host = urllib.parse.urlsplit(self.base_url or "").hostname or ""
+        return self.provider is Provider.openai and host in PRICED_HOSTS
+
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """Price of tokens at this model's list prices (0 when unset)."""
+        """Price of tokens at this model's list prices (0 when unset or not a priced endpoint)."""
+        if not self.is_priced:
+            return 0.0
         return (prompt_tokens * self.price_input_per_mtok + completion_tokens * self.price_output_per_mtok) / 1e6
 
 

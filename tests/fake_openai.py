@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.utils
 import hashlib
 import json
 import math
@@ -76,7 +77,7 @@ OPTIONS_HEADER = "Here are the options:"
 RESPONSE_SEPARATOR = "\n\nResponse: "
 ANSWER_MARKER = "My answer:"
 REFUSAL_TEXT = "I cannot answer that."
-DEFAULT_MODEL = "fake-gpt"
+DEFAULT_MODEL = "default"  # what `model=openai-compatible` asks for
 
 _OPTION_LINE_RE = re.compile(r"^\d+\. ", re.M)
 _MARKER_RE = re.compile(r"My answer:\s*(\d+)")
@@ -85,6 +86,8 @@ _COUNTRY_RE = re.compile(r"respond as someone from (.+?) would", re.I)
 KIND_JUDGE = "judge"
 KIND_CLASSIFICATION = "classification"
 KIND_FREE = "free"
+KIND_PROBE = "probe"  # culturealign's preflight request: counted in stats.probes, not in stats.requests
+PROBE_PROMPT = "Reply with the digit 1."  # culturealign.models.openai_api.PROBE_PROMPT
 
 # Order matters: this is the order in which the cumulative fault
 # probabilities are laid out on [0, 1).
@@ -134,7 +137,9 @@ def last_user_content(messages: Sequence[Dict[str, Any]]) -> str:
 
 
 def classify_request(content: str) -> str:
-    """Return ``"judge"``, ``"classification"`` or ``"free"`` for a prompt."""
+    """Return ``"judge"``, ``"classification"``, ``"probe"`` or ``"free"`` for a prompt."""
+    if content == PROBE_PROMPT:
+        return KIND_PROBE
     if content.lstrip().startswith(JUDGE_PREFIX):
         return KIND_JUDGE
     if content.rstrip().endswith(CLASSIFICATION_SUFFIX):
@@ -344,6 +349,7 @@ class FaultPlan:
     rate_429: float = 0.0
     rate_429_retry_after: float = 0.0
     retry_after: float = 0.05
+    retry_after_as_date: bool = False  # send Retry-After as an HTTP date instead of seconds
     rate_500: float = 0.0
     rate_503: float = 0.0
     rate_timeout: float = 0.0
@@ -414,6 +420,8 @@ class ServerStats:
             self.bodies: List[Any] = []
             self.connections = 0
             self.http_requests = 0
+            self.model_lists = 0  # GET /v1/models (a preflight)
+            self.probes = 0  # preflight chat requests (not in `requests`, which counts sampling and judging)
             self.authorizations: set = set()
 
     # mutators (called from the server loop)
@@ -423,6 +431,9 @@ class ServerStats:
 
     def _chat(self, kind: Optional[str], body: Any) -> None:
         with self._lock:
+            if kind == KIND_PROBE:
+                self.probes += 1
+                return
             self.requests += 1
             if kind is not None:
                 self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
@@ -473,6 +484,47 @@ _MAX_HEADER = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 
 
+HOSTILE_MODES = (
+    "nan_logprobs",  # first-token logprobs NaN
+    "positive_logprobs",  # a log-probability of +3
+    "negative_usage",  # usage.completion_tokens = -5
+    "huge_usage",  # usage.prompt_tokens = 10**12
+    "float_usage",  # usage.prompt_tokens = 12.5
+    "html",  # 200 with an HTML page instead of JSON
+    "invalid_bytes",  # 200 with bytes that are not UTF-8
+    "number_content",  # message.content is a number
+    "echo_key_error",  # 500 whose message quotes the caller's key
+    "echo_key_answer",  # an answer that contains the caller's key
+)
+
+
+def _hostile_reply(mode: str, resp: Dict[str, Any], req: Dict[str, Any], key: Optional[str]):
+    """A reply to a well-formed request that a careless client would take at face value."""
+    choice = resp["choices"][0]
+    if mode in ("nan_logprobs", "positive_logprobs"):
+        bad = float("nan") if mode == "nan_logprobs" else 3.0
+        choice["logprobs"] = {"content": [{"token": "1", "logprob": bad, "bytes": [49], "top_logprobs": [
+            {"token": "1", "logprob": bad, "bytes": [49]}, {"token": "2", "logprob": -1.0, "bytes": [50]}]}]}
+        return 200, json.dumps(resp).encode(), None  # json.dumps writes NaN, as a broken server would
+    if mode == "negative_usage":
+        resp["usage"]["completion_tokens"] = -5
+    elif mode == "huge_usage":
+        resp["usage"]["prompt_tokens"] = 10**12
+    elif mode == "float_usage":
+        resp["usage"]["prompt_tokens"] = 12.5
+    elif mode == "html":
+        return 200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", None
+    elif mode == "invalid_bytes":
+        return 200, b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"content": "\xff\xfe"}}]}', None
+    elif mode == "number_content":
+        choice["message"]["content"] = 12
+    elif mode == "echo_key_error":
+        return 500, _error_body(f"upstream refused key {key} for this model", "server_error", None), None
+    elif mode == "echo_key_answer":
+        choice["message"]["content"] = f"My key is {key}. " + (choice["message"]["content"] or "")
+    return 200, json.dumps(resp).encode(), None
+
+
 class _BadRequest(Exception):
     pass
 
@@ -494,6 +546,19 @@ class FakeOpenAIServer:
     host:       bind address.
     record:     keep every parsed request body in ``stats.bodies``.
     model_name: model id listed by ``GET /v1/models``.
+    served_models: if given, the only model ids served (and listed); any other gets 404 ``model_not_found``,
+                as OpenAI and vLLM answer. None: any name is answered (as llama.cpp's server does).
+    api_key:    if given, a request without ``Authorization: Bearer <api_key>`` gets 401.
+    max_in_flight: if given, a chat request arriving while this many are being answered gets 429 (with
+                ``Retry-After: retry_after`` when that is set): a rate limit to adapt to.
+    list_models: False: ``GET /v1/models`` answers 404 (servers without the route).
+    logprobs:   False: ``logprobs`` requests are answered without logprobs (servers that do not support them).
+    json_mode:  False: ``response_format`` gets 400, as the original GPT-4 answers.
+    hostile:    a broken or hostile way of answering every sampling and judge request: one of
+                :data:`HOSTILE_MODES` (NaN logprobs, impossible usage, HTML, invalid bytes, a key echoed...).
+
+    Like a real server, ``max_tokens`` cuts an answer (one word = one token) and says
+    ``finish_reason: "length"`` (``enforce_max_tokens=False``: a hostile server that ignores the limit).
     """
 
     def __init__(
@@ -506,6 +571,15 @@ class FakeOpenAIServer:
         host: str = "127.0.0.1",
         record: bool = False,
         model_name: str = DEFAULT_MODEL,
+        served_models: Optional[Sequence[str]] = None,
+        api_key: Optional[str] = None,
+        max_in_flight: Optional[int] = None,
+        retry_after: Optional[str] = None,
+        list_models: bool = True,
+        logprobs: bool = True,
+        enforce_max_tokens: bool = True,
+        json_mode: bool = True,
+        hostile: Optional[str] = None,
     ):
         self.policy = policy if policy is not None else Policy()
         self.latency = float(latency)
@@ -514,6 +588,16 @@ class FakeOpenAIServer:
         self.host = host
         self.port = port
         self.model_name = model_name
+        self.served_models = list(served_models) if served_models is not None else None
+        self.api_key = api_key
+        self.max_in_flight = max_in_flight
+        self.retry_after = retry_after
+        self.list_models = list_models
+        self.supports_logprobs = logprobs
+        self.enforce_max_tokens = enforce_max_tokens
+        self.json_mode = json_mode
+        self.hostile = hostile
+        self.in_flight = 0
         self.stats = ServerStats(record=record)
         self.rng = random.Random(self.policy.seed)
         self.fault_rng = random.Random(self.faults.seed)
@@ -652,7 +736,10 @@ class FakeOpenAIServer:
                 keep_alive = headers.get("connection", "").lower() != "close"
                 self.stats._inc("http_requests")
                 self.stats._authorization(headers.get("authorization"))
-                result = await self._dispatch(method, path, body)
+                if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+                    result = 401, _error_body("Incorrect API key provided (fake).", "invalid_request_error", "invalid_api_key"), None
+                else:
+                    result = await self._dispatch(method, path, body)
                 if result is None:  # "drop" fault
                     return
                 status, payload, extra = result
@@ -751,12 +838,11 @@ class FakeOpenAIServer:
             if method != "POST":
                 return 405, _error_body(f"Method {method} not allowed", "invalid_request_error", None), None
             return await self._chat(body)
-        if path in ("/v1/models", "/models") and method == "GET":
-            data = {
-                "object": "list",
-                "data": [{"id": self.model_name, "object": "model", "created": self._created, "owned_by": "fake-openai"}],
-            }
-            return 200, json.dumps(data).encode(), None
+        if path in ("/v1/models", "/models") and method == "GET" and self.list_models:
+            self.stats._inc("model_lists")
+            ids = self.served_models if self.served_models is not None else [self.model_name]
+            models = [{"id": i, "object": "model", "created": self._created, "owned_by": "fake-openai"} for i in ids]
+            return 200, json.dumps({"object": "list", "data": models}).encode(), None
         return 404, _error_body(f"Unknown request URL: {method} {path}", "invalid_request_error", "unknown_url"), None
 
     async def _chat(self, raw: bytes):
@@ -775,7 +861,23 @@ class FakeOpenAIServer:
         content = last_user_content(messages)
         kind = classify_request(content)
         self.stats._chat(kind, req)
+        if self.served_models is not None and req.get("model") not in self.served_models:
+            message = f"The model `{req.get('model')}` does not exist or you do not have access to it."
+            return 404, _error_body(message, "invalid_request_error", "model_not_found"), None
+        if req.get("response_format") and not self.json_mode:
+            message = "Invalid parameter: 'response_format' of type 'json_object' is not supported with this model."
+            return 400, _error_body(message, "invalid_request_error", None), None
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            self.stats._fault("rate_limit")
+            extra = {"Retry-After": self.retry_after} if self.retry_after else None
+            return 429, _error_body("Rate limit reached: too many requests in flight (fake).", "requests", "rate_limit_exceeded"), extra
+        self.in_flight += 1
+        try:
+            return await self._answer(req, messages, content, kind)
+        finally:
+            self.in_flight -= 1
 
+    async def _answer(self, req: Dict[str, Any], messages: List[Any], content: str, kind: str):
         fault = self.faults.draw(self.fault_rng)
         if fault is not None:
             self.stats._fault(fault)
@@ -795,6 +897,8 @@ class FakeOpenAIServer:
         except Exception as e:  # noqa: BLE001 - a buggy Policy subclass shows as a 500
             return 500, _error_body(f"fake server error: {type(e).__name__}: {e}", "server_error", None), None
         self.stats._inc("choices_returned", len(resp["choices"]))
+        if self.hostile and kind != KIND_PROBE:
+            return _hostile_reply(self.hostile, resp, req, self.api_key)
         return 200, json.dumps(resp).encode(), None
 
     def _fault_response(self, fault: str, req: Dict[str, Any]):
@@ -802,10 +906,13 @@ class FakeOpenAIServer:
             return 429, _error_body("Rate limit reached (fake).", "requests", "rate_limit_exceeded"), None
         if fault == "429_retry_after":
             ra = self.faults.retry_after
+            header = f"{ra:g}"
+            if self.faults.retry_after_as_date:  # RFC 9110 allows an HTTP date as well
+                header = email.utils.formatdate(time.time() + ra, usegmt=True)
             return (
                 429,
                 _error_body("Rate limit reached (fake), retry later.", "requests", "rate_limit_exceeded"),
-                {"Retry-After": f"{ra:g}", "retry-after-ms": f"{ra * 1000:g}"},
+                {"Retry-After": header},
             )
         if fault == "500":
             return 500, _error_body("The server had an error while processing your request (fake).", "server_error", None), None
@@ -848,7 +955,7 @@ class FakeOpenAIServer:
             n = 1
         policy, rng = self.policy, self.rng
 
-        want_logprobs = bool(req.get("logprobs"))
+        want_logprobs = bool(req.get("logprobs")) and self.supports_logprobs
         top_k = req.get("top_logprobs") or 0
         try:
             top_k = max(0, int(top_k))
@@ -872,11 +979,15 @@ class FakeOpenAIServer:
                 alts = policy.top_logprobs(key, n_opt) if want_logprobs else None
             else:
                 texts = [policy.free_answer(rng, key, n_opt, content) for _ in range(n)]
-                alts = None
+                alts = [((texts[0].split() or [""])[0], 1.0)] if want_logprobs else None
 
         choices = []
         completion_tokens = 0
+        limit = req.get("max_tokens") if isinstance(req.get("max_tokens"), int) and self.enforce_max_tokens else None
         for i, text in enumerate(texts):
+            finish_reason = "stop"
+            if limit is not None and _word_count(text) > limit:
+                text, finish_reason = " ".join(text.split()[:limit]), "length"
             logprobs = None
             if want_logprobs and alts is not None:
                 tok = text.split()[0] if text.split() else text
@@ -900,7 +1011,7 @@ class FakeOpenAIServer:
                     "index": i,
                     "message": {"role": "assistant", "content": text, "refusal": None},
                     "logprobs": logprobs,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             )
             completion_tokens += _word_count(text)

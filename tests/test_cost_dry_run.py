@@ -27,6 +27,10 @@ def test_cost_is_tokens_times_list_prices():
     gpt_4o = spec_of(make_cfg("model=gpt-4o")).model
     assert gpt_4o.cost_usd(1_000_000, 1_000_000) == pytest.approx(2.50 + 10.00)
     assert spec_of(make_cfg("model=openai-compatible")).model.cost_usd(10**9, 10**9) == 0
+    # list prices apply at the priced hosted API only, unless model.priced says otherwise
+    local = spec_of(make_cfg("model=gpt-4o", "model.base_url=http://127.0.0.1:8000/v1")).model
+    assert local.cost_usd(10**6, 10**6) == 0
+    assert spec_of(make_cfg("model=gpt-4o", "model.base_url=http://gw/v1", "model.priced=true")).model.cost_usd(10**6, 0) == 2.5
 
 
 @pytest.mark.parametrize("style", ["classification", "cot"])
@@ -45,7 +49,7 @@ def test_dry_run_sends_nothing_and_counts_what_the_run_then_sends(paper_csv, tmp
 
 
 def test_costs_logged_for_what_was_paid_and_what_the_answers_are_worth(paper_csv, tmp_path):
-    prices = ["model.price_input_per_mtok=1000", "model.price_output_per_mtok=2000"]
+    prices = ["model.price_input_per_mtok=1000", "model.price_output_per_mtok=2000", "model.priced=true"]
     with FakeOpenAIServer() as server:
         cfg = small_cfg(server, paper_csv, tmp_path, "samples=4", *prices)
         first = record.result_metrics(run_pipeline(cfg))

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "culturealign"
 LAYERS = {  # module (or package prefix) -> layer; higher layers may import lower ones
     "culturealign.errors": 0,
     "culturealign.spec": 0,
+    "culturealign.redaction": 0,
     "culturealign.reachability": 1,
     "culturealign.dataset": 1,
     "culturealign.prompts": 1,
@@ -34,7 +35,9 @@ LAYERS = {  # module (or package prefix) -> layer; higher layers may import lowe
     "culturealign.app": 7,
     "culturealign": 7,  # __init__ / __main__
 }
-TRACKING_MAY_IMPORT = ("culturealign.errors", "culturealign.spec", "culturealign.reachability", "culturealign.tracking")
+TRACKING_MAY_IMPORT = (
+    "culturealign.errors", "culturealign.spec", "culturealign.reachability", "culturealign.redaction", "culturealign.tracking",
+)  # fmt: skip
 EDGE_PACKAGES = ("hydra", "omegaconf")
 
 

@@ -58,7 +58,10 @@ def test_same_seed_gives_the_same_answers(paper_csv):
 def test_main_job_runs_offline_without_api_key(tmp_path, paper_csv):
     env = {"CULTUREALIGN_DATASET": str(paper_csv), "OPENAI_API_KEY": ""}
     db = tmp_path / "mlruns" / "mlflow.db"
-    result = run_cli(["dataset.limit=2", "samples=3", f"mlflow.tracking_uri=sqlite:///{db}"], cwd=tmp_path, env=env)
+    # the leading-number rule: under the strict one SmolLM2 rarely answers a bare number, and a job in which
+    # nothing is classifiable fails by design (exit 3)
+    overrides = ["dataset.limit=2", "samples=3", "extraction.classification=leading", f"mlflow.tracking_uri=sqlite:///{db}"]
+    result = run_cli(overrides, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "smollm2-135m / us / classification" in result.stdout
     [run] = mlflow.MlflowClient(f"sqlite:///{db}").search_runs(["1"])
@@ -101,16 +104,21 @@ def test_mini_sweep_through_the_llama_cpp_server(tmp_path, paper_csv, llama_serv
         "model=openai-compatible", f"model.base_url={llama_server}", "model.name=smollm2",
         "judge=openai-compatible", "judge.name=smollm2",
         "style=classification,cot", "country=japan",
-        f"dataset.path={paper_csv}", "dataset.limit=2", "samples=2", "model.max_tokens=24",
+        f"dataset.path={paper_csv}", "dataset.limit=2", "samples=2", "model.max_tokens=24", "extraction.classification=leading",
         "concurrency=2", f"cache.path={tmp_path / 'cache.sqlite'}",
         f"mlflow.tracking_uri=sqlite:///{db}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
     result = run_cli(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
     runs = mlflow.MlflowClient(f"sqlite:///{db}").search_runs(["1"])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
-    assert all(r.data.metrics["n_responses"] == 4 and r.data.metrics["completion_tokens"] > 0 for r in children)
+    children = {r.data.params["style"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert children["classification"].info.status == "FINISHED", result.stderr[-2000:]
+    # SmolLM2 is too small a judge to read its own chains of thought reliably: a CoT job in which no
+    # answer could be classified is reported as such (exit 3, run FAILED), never as a number
+    cot = children["cot"]
+    measured = cot.info.status == "FINISHED"
+    assert result.returncode == (0 if measured else 3), result.stderr[-2000:]
+    assert measured or "nothing measured" in cot.data.tags["culturealign.error"]
+    assert all(r.data.metrics["n_responses"] == 4 and r.data.metrics["completion_tokens"] > 0 for r in children.values())
 
 
 def test_leading_rule_reads_the_same_answers_more_leniently(paper_csv):

@@ -38,7 +38,17 @@ def test_openai_requests_carry_the_configured_settings(paper_csv, tmp_path, styl
     assert {(b["seed"], b.get("n")) for b in model} == expected and len(model) == len(expected)
     for body in judge:
         assert (body["temperature"], body["top_p"], body["max_tokens"], body["seed"]) == (0.1, 0.8, 77, 7)
-        assert "n" not in body
+        assert "n" not in body and body["response_format"] == {"type": "json_object"}
+
+
+def test_judge_falls_back_to_plain_text_where_json_mode_is_refused(paper_csv, tmp_path):
+    with FakeOpenAIServer(record=True, json_mode=False) as server:
+        result = run_pipeline(job_cfg(server.base_url, paper_csv, tmp_path, "style=cot", "dataset.limit=1"))
+        judge = [b for b in server.stats.bodies if is_judge(b)]
+    assert result.scores.n_responses == 3 and all(r.judge_output for r in result.records)
+    refused = [b for b in judge if "response_format" in b]  # asked in JSON mode, refused with 400
+    plain = [b for b in judge if "response_format" not in b]
+    assert refused and len(plain) == len({r.response for r in result.records})  # every answer judged once, in text
 
 
 def test_scenario_samples_spread_over_templates_one_per_request(paper_csv, tmp_path):

@@ -4,9 +4,11 @@ workers never race on creating the MLflow store, the experiment or the parent ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from culturealign.app.context import SweepPlan, override_values
-from culturealign.errors import TrackingError
+from culturealign.errors import ConfigError, CultureAlignError, TrackingError
 from culturealign.spec import TrackingSpec
 from culturealign.tracking import names, store
-from culturealign.tracking.names import DRY_RUN_FILE, REPORT_ARTIFACT_DIR
+from culturealign.tracking.names import DRY_RUN_FILE, REPORT_ARTIFACT_DIR, SWEEP_LOCK_FILE
 
 log = logging.getLogger("culturealign")
 SHOWN_METRICS = (names.SIMILARITY, names.SIMILARITY_LOW, names.SIMILARITY_HIGH, names.UNCLASSIFIABLE_RATE,
@@ -32,18 +34,35 @@ def _sweeper_params(config: DictConfig) -> dict[str, str]:
 
 
 class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self._held = contextlib.ExitStack()  # the sweep folder's lock, held until the sweep ends
+
+    def __getstate__(self) -> dict:
+        """Launchers (joblib, submitit) pickle the callbacks with each job: the lock stays here."""
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.dry_run:
-            return
+        """Hydra only warns about an exception in a callback and goes on with the jobs: a sweep that must
+        not start (its folder in use, MLflow unreachable) prints one line and exits instead."""
         sweep_dir = Path(config.hydra.sweep.dir)
-        plan = SweepPlan.of(_sweeper_params(config), list(config.hydra.overrides.task))
-        plan.save(sweep_dir)
-        overrides = " ".join(config.hydra.overrides.task)
-        tags = {**plan.tags, names.COMMAND_TAG: plan.command, names.SWEPT_TAG: ",".join(plan.swept)}
-        models = "several models" if {"model", "model.name"} & set(plan.swept) else config.model.name
-        name = f"{models}: {plan.describe()} {sweep_dir.name}"
-        columns = (plan.swept, list(SHOWN_METRICS))  # the swept keys are params of the child runs
-        _, parent_id = store.open_sweep(_tracking(config), sweep_dir, overrides, name, tags, columns)
+        try:
+            self._lock_folder(sweep_dir)
+            if config.dry_run:
+                return
+            plan = SweepPlan.of(_sweeper_params(config), list(config.hydra.overrides.task))
+            plan.save(sweep_dir)
+            overrides = " ".join(config.hydra.overrides.task)
+            tags = {**plan.tags, names.COMMAND_TAG: plan.command, names.SWEPT_TAG: ",".join(plan.swept)}
+            models = "several models" if {"model", "model.name"} & set(plan.swept) else config.model.name
+            name = f"{models}: {plan.describe()} {sweep_dir.name}"
+            columns = (plan.swept, list(SHOWN_METRICS))  # the swept keys are params of the child runs
+            _, parent_id = store.open_sweep(_tracking(config), sweep_dir, overrides, name, tags, columns)
+        except CultureAlignError as error:
+            print(f"culturealign: error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         log.info(f"MLflow parent run {parent_id} in experiment {config.mlflow.experiment_name!r}: {name}")
         JobEcho.install(plan)
 
@@ -60,7 +79,24 @@ class SweepCallback(Callback):
         except TrackingError:
             pass  # the job failed on this very error, and reports it
 
+    def _lock_folder(self, sweep_dir: Path) -> None:
+        """Two sweeps in one folder would share a parent run and mix their jobs: the second is refused."""
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._held.enter_context(store.file_lock(sweep_dir / SWEEP_LOCK_FILE, blocking=False))
+        except BlockingIOError:
+            raise ConfigError(
+                f"another sweep is running in {sweep_dir} (started in the same second?); wait for it, or give "
+                "this one its own folder: hydra.sweep.dir=outputs/multirun/<name>"
+            ) from None
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._end(config)
+        finally:
+            self._held.close()
+
+    def _end(self, config: DictConfig) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if config.dry_run:
             print_dry_run_total(sweep_dir)

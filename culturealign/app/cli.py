@@ -22,7 +22,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from culturealign import pipeline, planning, progress
 from culturealign.app import context, record, schema
-from culturealign.errors import CultureAlignError
+from culturealign.errors import CultureAlignError, NothingMeasured
+from culturealign.redaction import redact
 from culturealign.pipeline import RunResult
 from culturealign.tracking.names import DRY_RUN_FILE
 
@@ -44,7 +45,12 @@ def run_job(
         record.log_dataset(run, spec, job.questions)
         with progress.in_sweep(origin.position if origin else None):
             result = pipeline.execute(job)
-        record.log_result(run, result, job_dir)
+        record.log_result(run, result, job_dir)  # counts, distributions and responses are kept either way
+        if result.scores.similarity.n == 0:
+            raise NothingMeasured(
+                f"{spec.label}: nothing measured: none of the {len(result.scores.questions)} questions got a "
+                f"classifiable answer ({result.scores.n_responses} responses); see responses.jsonl in run {run.run_id}"
+            )
     print(summary(result, spec.label, run.url_hint()), flush=True)
     return result
 
@@ -101,8 +107,8 @@ def job_origin(overrides: list[str], sweep_dir: Path | None, number: int = 0) ->
 
 
 def main() -> None:
-    """User errors (a bad value, an unknown choice, a server down) print one line and exit 1; Ctrl-C exits
-    130. HYDRA_FULL_ERROR=1 shows the full traceback instead."""
+    """User errors (a bad value, an unknown choice, a server down) print one line and exit 1; a job in
+    which nothing could be measured exits 3; Ctrl-C exits 130. HYDRA_FULL_ERROR=1 shows the traceback."""
     show_traceback = os.environ.get(FULL_ERROR) == "1"
     os.environ[FULL_ERROR] = "1"  # Hydra then raises instead of printing its multi-line form
     if not show_traceback:
@@ -115,8 +121,8 @@ def main() -> None:
     except USER_ERRORS as error:
         if show_traceback:
             raise
-        print(f"culturealign: error: {schema.one_line(error)}", file=sys.stderr)
-        sys.exit(1)
+        print(f"culturealign: error: {redact(schema.one_line(error))}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 1))
 
 
 class _WithoutJobEcho:

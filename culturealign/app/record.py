@@ -16,6 +16,7 @@ from culturealign.app import context
 from culturealign.dataset import Question
 from culturealign.pipeline import RunResult
 from culturealign.progress import SweepPosition
+from culturealign.redaction import redact
 from culturealign.spec import JobSpec
 from culturealign.tracking import names
 from culturealign.tracking.store import JobRun, clip_record, job_key
@@ -90,11 +91,13 @@ def log_result(run: JobRun, result: RunResult, job_dir: Path | None = None) -> N
     """Metrics, the result files (also written to `job_dir`, the job's output folder) and the answers as a table."""
     metrics = result_metrics(result)
     run.log_metrics(metrics)
+    for role, usage in result.usage.items():  # the endpoint's window of requests in flight, change by change
+        run.log_series(names.role_metric(role, names.CONCURRENCY), usage.concurrency)
     for name, text in result_files(result, metrics).items():
         run.log_text(text, name)
         if job_dir is not None:
             job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / name).write_text(text, encoding="utf-8")
+            (job_dir / name).write_text(redact(text), encoding="utf-8")  # as redacted as the MLflow copy
     run.log_table(response_rows(result), names.RESPONSES_TABLE)
 
 
@@ -122,6 +125,7 @@ def response_rows(result: RunResult) -> list[dict]:
 
 
 def result_metrics(result: RunResult) -> dict[str, float]:
+    """Every metric of a job; a similarity that does not exist (no question scored) is left out, never NaN."""
     scores = result.scores
     model_cost = result.costs["model"]
     metrics = {
@@ -140,10 +144,12 @@ def result_metrics(result: RunResult) -> dict[str, float]:
     for role, cost in result.costs.items():
         metrics[names.role_metric(role, names.COST_USD)] = cost.spent_usd
         metrics[names.role_metric(role, names.COST_USD_WORKLOAD)] = cost.workload_usd
+    metrics = {name: value for name, value in metrics.items() if value == value}  # drop NaN
     for role, usage in result.usage.items():
         values = (usage.requests, usage.retries, usage.cache_hits, usage.cache_misses, usage.prompt_tokens, usage.completion_tokens)
         metrics |= {names.role_metric(role, name): value for name, value in zip(names.USAGE_METRICS, values)}
         metrics |= {names.role_metric(role, f"errors_{kind}"): count for kind, count in usage.errors.items()}
+        metrics[names.role_metric(role, names.RATE_LIMITED)] = usage.rate_limited
         if usage.retries:
             log.info(f"{role}: {usage.requests} requests, {usage.retries} retried after errors {usage.errors}")
     return metrics

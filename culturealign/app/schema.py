@@ -9,6 +9,7 @@ scenarios, dataset, ...) is typed by its dataclass, so `samples=true`, `seed=abc
 from __future__ import annotations
 
 import re
+import urllib.parse
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from culturealign.errors import ConfigError
-from culturealign.spec import CountrySpec, JobSpec, Provider
+from culturealign.spec import PRICED_HOSTS, CountrySpec, JobSpec, Provider
 
 CONF_DIR_NAME = "conf"
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|authorization|credentials?)$", re.IGNORECASE)
@@ -26,6 +27,15 @@ SCHEMA_NAME = "job_schema"
 def register() -> None:
     ConfigStore.instance().store(name=SCHEMA_NAME, node=JobSpec)
     OmegaConf.register_new_resolver("model_endpoint", _model_endpoint, replace=True)
+    OmegaConf.register_new_resolver("self_hosted_or", _self_hosted_or, replace=True)
+
+
+def _self_hosted_or(provider, base_url, value, fallback):
+    """`${self_hosted_or:${model.provider},${model.base_url},${model.X},fallback}`: the model's X when the
+    model is a self-hosted OpenAI-compatible server (vLLM, llama.cpp server, a gateway: it serves no GPT-4,
+    so the judge is the served model itself), else the fallback (GPT-4 at OpenAI, the paper's judge)."""
+    hosted = urllib.parse.urlsplit(str(base_url or "")).hostname in PRICED_HOSTS
+    return value if _model_endpoint(provider, True, False) and not hosted else fallback
 
 
 def _model_endpoint(provider, value, fallback):

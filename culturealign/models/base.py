@@ -31,6 +31,7 @@ class GenerateConfig:
     max_tokens: int | None = None
     seed: int | None = None  # sample i of a prompt is drawn with a seed derived from (seed, i)
     top_logprobs: int = 0  # >0: return the first token's top alternatives with log-probabilities
+    json_output: bool = False  # ask for one JSON object (the judge), where the endpoint can be asked
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +59,8 @@ class Usage:
     cache_hits: int = 0
     cache_misses: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    rate_limited: int = 0  # 429 / 503 replies (each halved the endpoint's window, once per round trip)
+    concurrency: list[int] = field(default_factory=list)  # the endpoint's window after each change
 
     def add_completions(self, completions: Sequence[Completion]) -> None:
         self.prompt_tokens += sum(c.prompt_tokens for c in completions)
@@ -95,6 +98,11 @@ class Provider(Protocol):
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
     ) -> list[Completion]:
         """One request: a completion per index, in order (fewer when the endpoint ignored `n`)."""
+        ...
+
+    async def preflight(self, needs_logprobs: bool) -> None:
+        """Before any sampling request: reachable, key accepted, model served, logprobs when needed; raises
+        a ModelError naming the endpoint, the model and the config key to fix."""
         ...
 
     def should_retry(self, error: Exception) -> bool: ...

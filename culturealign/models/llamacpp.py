@@ -160,6 +160,10 @@ class LlamaCppProvider:
                 _collect_garbage()
         return results
 
+    async def preflight(self, needs_logprobs: bool) -> None:
+        """Load the model now: a file that is not a loadable GGUF fails before any sampling."""
+        await asyncio.to_thread(lambda: self.llama)
+
     def should_retry(self, error: Exception) -> bool:
         return False  # a local model fails the same way twice
 

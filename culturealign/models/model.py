@@ -5,7 +5,10 @@ The provider only generates; this wrapper owns everything around a request, once
   are stored the moment they arrive (an interrupted job loses at most the requests in flight);
 - `n` batching: the caller sends `samples_per_request` indices at a time; an endpoint that returns fewer
   choices than asked is detected and asked one sample per request from then on;
-- concurrency: at most `concurrency` requests in flight (and never more than the provider serves);
+- concurrency: a per-endpoint window of requests in flight, at most `concurrency` (and never more than
+  the provider serves), halved by 429 / 503 replies and grown back by successes (`throttle.Throttle`),
+  within the spec's requests- and tokens-per-minute budgets;
+- a preflight before any sampling (key, model name, logprobs), once per endpoint and process;
 - retries with exponential backoff and jitter, honouring Retry-After, for errors the provider calls
   retryable; any other error, or the last retry, fails with one line naming the endpoint;
 - usage (requests, retries, errors, tokens spent, cache hits) and cost at the spec's prices.
@@ -15,16 +18,23 @@ Built without a connection (dry runs read `identity` and `samples_per_request`);
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import time
+from dataclasses import replace
 from typing import Sequence
 
 from culturealign.errors import ModelError
 from culturealign.models.base import Completion, GenerateConfig, Message, Provider, Usage
 from culturealign.models.cache import ResponseCache, cache_key
 from culturealign.models.registry import provider_class
+from culturealign.models.throttle import Throttle
+from culturealign.redaction import redact
 from culturealign.spec import ModelSpec
 
 BACKOFF_CAP = 30.0  # seconds: the longest wait between two attempts
+OVERLOAD_STATUSES = ("429", "503")  # "slow down": shrink the endpoint's window
+_PREFLIGHT_PASSED: set[tuple] = set()  # (identity, needs logprobs, key digest) checked in this process
 
 
 class Model:
@@ -35,8 +45,11 @@ class Model:
         cache: ResponseCache | None = None,
         concurrency: int = 16,
         logprobs: bool = False,
+        throttles: dict[str, Throttle] | None = None,
     ) -> None:
+        """`throttles`: endpoint -> throttle, shared by the models of a job that talk to the same server."""
         self.spec, self.role, self.cache = spec, role, cache
+        self._throttles = throttles if throttles is not None else {}
         self._provider_class = provider_class(spec.provider)
         self.identity: str = self._provider_class.identity(spec)
         self.usage = Usage()
@@ -44,14 +57,28 @@ class Model:
         self._concurrency, self._logprobs = concurrency, logprobs
         self._per_request = max(1, self._provider_class.samples_per_request(spec))
         self._provider: Provider | None = None
-        self._slots: asyncio.Semaphore | None = None
 
     def open(self) -> "Model":
         """Connect (API key, reachability, model file): raises before any request when one is wrong."""
         if self._provider is None:
             self._provider = self._provider_class(self.spec, self.role, logprobs=self._logprobs)
-            self._slots = asyncio.Semaphore(min(self._concurrency, self._provider.max_connections))
         return self
+
+    async def preflight(self) -> None:
+        """Check the endpoint once per process (a sweep's jobs in one process share the result)."""
+        provider = self.open()._provider
+        key = (self.identity, self._logprobs, hashlib.sha256(repr(vars(self.spec)).encode()).hexdigest())
+        if key not in _PREFLIGHT_PASSED:
+            await provider.preflight(self._logprobs)
+            _PREFLIGHT_PASSED.add(key)
+
+    @property
+    def throttle(self) -> Throttle:
+        provider = self.open()._provider
+        if provider.endpoint not in self._throttles:
+            limit = min(self._concurrency, provider.max_connections)
+            self._throttles[provider.endpoint] = Throttle(limit, self.spec.requests_per_minute, self.spec.tokens_per_minute)
+        return self._throttles[provider.endpoint]
 
     @property
     def samples_per_request(self) -> int:
@@ -94,21 +121,27 @@ class Model:
             self.cache.put_many(self.identity, entries)
 
     async def _request(self, messages, config: GenerateConfig, indices: list[int]) -> list[Completion]:
-        provider = self.open()._provider
-        async with self._slots:
-            for attempt in range(self.spec.max_retries + 1):
+        provider, throttle = self.open()._provider, self.throttle
+        for attempt in range(self.spec.max_retries + 1):
+            async with throttle.slot():
+                started = time.monotonic()
                 try:
                     self.usage.requests += 1
-                    return await provider.generate(messages, config, indices)
+                    fresh = [_redacted(c) for c in await provider.generate(messages, config, indices)]
+                    throttle.succeeded(sum(c.prompt_tokens + c.completion_tokens for c in fresh))
+                    return fresh
                 except Exception as error:  # noqa: BLE001 - the provider says which ones are worth a retry
-                    self.usage.add_error(_kind(error))
-                    where = provider.endpoint
+                    kind, retry_after = _kind(error), provider.retry_after(error)
+                    self.usage.add_error(kind)
+                    if kind in OVERLOAD_STATUSES:
+                        throttle.overloaded(retry_after, time.monotonic() - started)
                     if not provider.should_retry(error):
-                        raise ModelError(f"{where}: {provider.describe(error)}") from None
+                        raise ModelError(redact(f"{provider.endpoint}: {provider.describe(error)}")) from None
                     if attempt == self.spec.max_retries:
-                        raise ModelError(f"{where}: request failed after {attempt + 1} attempts: {provider.describe(error)}") from None
+                        cause = provider.describe(error)
+                        raise ModelError(redact(f"{provider.endpoint}: request failed after {attempt + 1} attempts: {cause}")) from None
                     self.usage.retries += 1
-                    await asyncio.sleep(self._delay(attempt, provider.retry_after(error)))
+            await asyncio.sleep(self._delay(attempt, retry_after))
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -118,7 +151,15 @@ class Model:
 
     async def aclose(self) -> None:
         if self._provider is not None:
+            trace = self.throttle.trace
+            self.usage.rate_limited, self.usage.concurrency = trace.overloaded, list(trace.windows)
             await self._provider.aclose()
+
+
+def _redacted(completion: Completion) -> Completion:
+    """An answer that echoes a key is stored and logged without it."""
+    text = redact(completion.text)
+    return completion if text == completion.text else replace(completion, text=text)
 
 
 def _kind(error: Exception) -> str:

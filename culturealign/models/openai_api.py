@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import os
 import time
 from typing import Sequence
@@ -18,6 +19,7 @@ import openai
 from culturealign.errors import ConfigError, ModelError
 from culturealign.models.base import Completion, GenerateConfig, MalformedReply, Message
 from culturealign.reachability import unreachable_reason
+from culturealign.redaction import redact, register_secret
 from culturealign.spec import ModelSpec
 
 _RETRYABLE = (
@@ -28,8 +30,11 @@ _RETRYABLE = (
     openai.APIResponseValidationError,
     MalformedReply,
     json.JSONDecodeError,
+    UnicodeDecodeError,  # a body that is not UTF-8
 )
 NO_KEY = "not-needed"  # local OpenAI-compatible servers accept any key
+PROBE_PROMPT = "Reply with the digit 1."  # the preflight's one-token request
+MAX_TOKENS_PER_REPLY = 10_000_000  # more tokens than this in one reply is a broken usage figure
 
 
 class OpenAIProvider:
@@ -41,6 +46,7 @@ class OpenAIProvider:
         self.base_url = str(spec.base_url).rstrip("/")
         self.endpoint = f"{self.base_url} ({self.model})"
         self.max_connections = 1 << 30  # the endpoint decides; the job's `concurrency` bounds it
+        self.json_mode = spec.json_mode  # None: not known yet whether the endpoint takes response_format
         key = api_key(spec, role)
         check_reachable(self.base_url, role)
         self._sdk = openai.AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=spec.timeout, max_retries=0)
@@ -56,7 +62,13 @@ class OpenAIProvider:
     async def generate(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
     ) -> list[Completion]:
-        response = await self._sdk.chat.completions.create(**self.request(messages, config, sample_indices))
+        try:
+            response = await self._sdk.chat.completions.create(**self.request(messages, config, sample_indices))
+        except openai.BadRequestError as error:
+            if self.json_mode is True or "response_format" not in str(error):
+                raise  # json_mode=true was asked for explicitly, or the 400 is about something else
+            self.json_mode = False  # this endpoint refuses JSON mode: ask in plain text from now on
+            response = await self._sdk.chat.completions.create(**self.request(messages, config, sample_indices))
         return _parse(response)
 
     def request(self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]) -> dict:
@@ -71,7 +83,45 @@ class OpenAIProvider:
             body["seed"] = config.seed + sample_indices[0]
         if config.top_logprobs > 0:
             body.update(logprobs=True, top_logprobs=config.top_logprobs)
+        if config.json_output and self.json_mode is not False:
+            body["response_format"] = {"type": "json_object"}
         return body
+
+    async def preflight(self, needs_logprobs: bool) -> None:
+        """Before any sampling: the key is accepted, the model is served, logprobs come back when needed.
+        Uses `GET /models`; a name it does not list (or a server without the route) gets one 1-token request."""
+        listed = await self._served_models()
+        if listed is not None and self.model in listed and not needs_logprobs:
+            return
+        try:
+            reply = await self._sdk.chat.completions.create(**self._probe(needs_logprobs))
+        except openai.NotFoundError:
+            served = f" (it serves: {', '.join(listed[:10])})" if listed else ""
+            raise ModelError(f"{self.endpoint}: model {self.model!r} is not served there{served}; fix {self.role}.name") from None
+        except openai.APIStatusError as error:
+            raise ModelError(f"{self.endpoint}: preflight request refused: {self.describe(error)}") from None
+        except openai.APIError as error:
+            raise ModelError(f"{self.endpoint}: preflight request failed: {self.describe(error)}; fix {self.role}.base_url") from None
+        if needs_logprobs and not any(_first_token_logprobs(c) for c in getattr(reply, "choices", None) or []):
+            raise ModelError(
+                f"{self.endpoint}: the endpoint returns no logprobs for {self.model!r}; use estimator=sample or an "
+                "endpoint that supports `logprobs`/`top_logprobs`"
+            )
+
+    async def _served_models(self) -> list[str] | None:
+        """The model names the server lists, or None when it has no such list."""
+        try:
+            return [model.id async for model in self._sdk.models.list()]
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as error:
+            raise ModelError(f"{self.endpoint}: {self.describe(error)}") from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as error:
+            raise ModelError(f"{self.endpoint}: unreachable ({self.describe(error)}); start the server or fix {self.role}.base_url") from None
+        except (openai.APIError, TypeError, AttributeError, ValueError):
+            return None  # no /models route (404, 405, ...) or an unreadable list: probe instead
+
+    def _probe(self, needs_logprobs: bool) -> dict:
+        probe = {"model": self.model, "messages": [{"role": "user", "content": PROBE_PROMPT}], "max_tokens": 1}
+        return probe | ({"logprobs": True, "top_logprobs": 5} if needs_logprobs else {})
 
     def should_retry(self, error: Exception) -> bool:
         return isinstance(error, _RETRYABLE)
@@ -82,6 +132,10 @@ class OpenAIProvider:
         return _seconds(value) if value else None
 
     def describe(self, error: Exception) -> str:
+        """One line, with any key the server echoed cut out."""
+        return redact(self._describe(error))
+
+    def _describe(self, error: Exception) -> str:
         status = getattr(error, "status_code", None)
         message = str(getattr(error, "message", "") or error).splitlines()[0][:200] if str(error) else ""
         described = f"HTTP {status}: {message}" if status else f"{type(error).__name__}: {message}"
@@ -109,6 +163,7 @@ def api_key(spec: ModelSpec, role: str) -> str:
             f"environment variable {name} is not set; export it with your API key for {spec.base_url} "
             f"(or set {role}.api_key_env=null for a local server that needs no key)"
         )
+    register_secret(key)
     return key
 
 
@@ -120,16 +175,17 @@ def check_reachable(base_url: str, role: str) -> None:
 
 
 def _parse(response) -> list[Completion]:
+    """The reply's answers; any number in it that cannot be true makes it malformed (retried, then fatal)."""
     choices = getattr(response, "choices", None)
-    if not choices:
+    if not choices or not isinstance(choices, list):
         raise MalformedReply("reply has no choices")
     usage = getattr(response, "usage", None)
-    prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-    completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+    prompt_tokens = _token_count(getattr(usage, "prompt_tokens", 0), "prompt_tokens")
+    completion_tokens = _token_count(getattr(usage, "completion_tokens", 0), "completion_tokens")
     share, rest = divmod(completion_tokens, len(choices))
     return [
         Completion(
-            text=_valid_utf8(choice.message.content or "") if choice.message else "",
+            text=_text(choice),
             prompt_tokens=prompt_tokens if position == 0 else 0,
             completion_tokens=share + (1 if position < rest else 0),
             first_token_logprobs=_first_token_logprobs(choice),
@@ -137,6 +193,22 @@ def _parse(response) -> list[Completion]:
         )
         for position, choice in enumerate(sorted(choices, key=lambda c: c.index or 0))
     ]
+
+
+def _text(choice) -> str:
+    content = getattr(getattr(choice, "message", None), "content", None)
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply(f"message content is {type(content).__name__}, not text")
+    return _valid_utf8(content or "")
+
+
+def _token_count(value, name: str) -> int:
+    """A usage figure: a whole number of tokens in a sane range (it is priced and logged)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS_PER_REPLY:
+        raise MalformedReply(f"usage.{name} is {value!r}, not a token count")
+    return value
 
 
 def _valid_utf8(text: str) -> str:
@@ -148,7 +220,11 @@ def _first_token_logprobs(choice) -> dict[str, float] | None:
     content = getattr(getattr(choice, "logprobs", None), "content", None)
     if not content:
         return None
-    return {alt.token: alt.logprob for alt in (content[0].top_logprobs or [])}
+    alternatives = {alt.token: alt.logprob for alt in (content[0].top_logprobs or [])}
+    for token, logprob in alternatives.items():  # a log-probability is a finite number <= 0
+        if not isinstance(logprob, (int, float)) or not math.isfinite(logprob) or logprob > 1e-6:
+            raise MalformedReply(f"logprob of {token!r} is {logprob!r}")
+    return alternatives
 
 
 def _seconds(value: str) -> float | None:

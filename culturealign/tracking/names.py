@@ -63,6 +63,8 @@ PROMPT_TOKENS = "prompt_tokens"  # of the answers used, cached or not
 COMPLETION_TOKENS = "completion_tokens"
 COST_USD = "cost_usd"  # paid by this invocation (cache misses)
 COST_USD_WORKLOAD = "cost_usd_workload"  # the answers used, as if none were cached
+RATE_LIMITED = "rate_limited"  # per role: 429 / 503 replies from its endpoint
+CONCURRENCY = "concurrency"  # per role: the endpoint's window of requests in flight, one step per change
 USAGE_METRICS = ("requests", "retries", "cache_hits", "cache_misses", "spent_prompt_tokens", "spent_completion_tokens")
 
 
@@ -97,3 +99,4 @@ REPORT_ARTIFACT_DIR = "report"
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 SWEEP_FILE = ".culturealign_sweep.json"  # what every job of a sweep needs to know about the sweep
 DRY_RUN_FILE = "dry_run.json"
+SWEEP_LOCK_FILE = ".sweep.lock"  # held by the sweep's launching process while it runs

@@ -13,6 +13,8 @@ runs with its key still RUNNING are marked KILLED, so the UI shows them as inter
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,6 +25,7 @@ from typing import Any
 
 from culturealign.errors import TrackingError
 from culturealign.reachability import unreachable_reason
+from culturealign.redaction import redact
 from culturealign.spec import TrackingSpec
 from culturealign.tracking.names import (
     CONFIG_ARTIFACT,
@@ -42,7 +45,7 @@ from culturealign.tracking.names import (
 )
 
 MAX_LOGGED_CHARS = 20_000  # longer model / judge outputs are cut in responses.jsonl, with a note
-CLIPPED_FIELDS = ("response", "judge_output")
+CLIPPED_FIELDS = ("prompt", "response", "judge_output")
 
 
 def _mlflow():
@@ -64,30 +67,47 @@ def open_experiment(tracking_uri: str, experiment_name: str):
     if tracking_uri.startswith(("http://", "https://")):
         _check_server(tracking_uri)
     mlflow = _mlflow()
-    artifact_location = None
+    artifact_location, lock = None, contextlib.nullcontext()
     local = tracking_uri.startswith("sqlite:///")
     if local:
         db_path = Path(tracking_uri[len("sqlite:///") :])
         db_path.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = (db_path.parent.resolve() / "artifacts").as_uri()
+        lock = file_lock(db_path.with_name(db_path.name + ".lock"))  # a fresh store: one creator at a time
     try:
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is not None:
-            return client, experiment.experiment_id
-        try:
-            tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-            experiment_id = client.create_experiment(experiment_name, artifact_location=artifact_location, tags=tags)
-        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
-            return client, client.get_experiment_by_name(experiment_name).experiment_id
-        if local:
-            hide_empty_default_experiment(client)
-        return client, experiment_id
+        with lock:
+            return _experiment(mlflow, tracking_uri, experiment_name, artifact_location, local)
     except Exception as error:  # mlflow raises many kinds for a bad URI: all mean the same to the user
         message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise TrackingError(
             f"cannot open MLflow at {tracking_uri!r} ({message}); check mlflow.tracking_uri / MLFLOW_TRACKING_URI"
         ) from None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, blocking: bool = True):
+    """An exclusive lock on `path` across processes (released when the holder exits, even if killed)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _experiment(mlflow, tracking_uri: str, experiment_name: str, artifact_location: str | None, local: bool):
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    try:
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        experiment_id = client.create_experiment(experiment_name, artifact_location=artifact_location, tags=tags)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by another process (an http store)
+        return client, client.get_experiment_by_name(experiment_name).experiment_id
+    if local:
+        hide_empty_default_experiment(client)
+    return client, experiment_id
 
 
 def hide_empty_default_experiment(client) -> None:
@@ -125,7 +145,7 @@ def open_sweep(
     client, experiment_id = open_experiment(tracking.tracking_uri, tracking.experiment_name)
     key = job_key(overrides)
     mark_interrupted(client, experiment_id, key)
-    tags = {**(tags or {}), KIND_TAG: SWEEP_KIND, SWEEP_DIR_TAG: str(sweep_dir.resolve()), JOB_KEY_TAG: key}
+    tags = {**_redacted(tags or {}), KIND_TAG: SWEEP_KIND, SWEEP_DIR_TAG: str(sweep_dir.resolve()), JOB_KEY_TAG: key}
     run = client.create_run(experiment_id, run_name=name or f"sweep-{sweep_dir.name}", tags=tags)
     client.log_batch(run.info.run_id, params=_params({SWEEP_OVERRIDES_PARAM: overrides}))
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +215,7 @@ class JobRun:
     ) -> None:  # fmt: skip
         self.client, self.experiment_id = open_experiment(tracking.tracking_uri, tracking.experiment_name)
         self.tracking_uri = tracking.tracking_uri
-        tags = {**tags, JOB_KEY_TAG: key}
+        tags = {**_redacted(tags), JOB_KEY_TAG: key}
         parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
         if parent:
             tags[PARENT_TAG] = parent
@@ -213,7 +233,7 @@ class JobRun:
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
-        self.client.set_tag(self.run_id, ERROR_TAG, message)
+        self.client.set_tag(self.run_id, ERROR_TAG, redact(message))
         self.client.set_terminated(self.run_id, status)
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
@@ -223,14 +243,22 @@ class JobRun:
         batch = [mlflow.entities.Metric(k, v, now, 0) for k, v in finite.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
+    def log_series(self, name: str, values: list[float]) -> None:
+        """One metric with a step per value (the MLflow UI draws it over steps)."""
+        now = int(time.time() * 1000)
+        metric = _mlflow().entities.Metric
+        if values:
+            self.client.log_batch(self.run_id, metrics=[metric(name, float(v), now, step) for step, v in enumerate(values)])
+
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self.client.log_text(self.run_id, redact(text), name)
 
     def log_table(self, rows: list[dict], name: str) -> None:
         """Rows as an MLflow table artifact: the run page shows it as a table, not as text."""
         import pandas as pd
 
-        self.client.log_table(self.run_id, pd.DataFrame(rows), name)
+        clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+        self.client.log_table(self.run_id, pd.DataFrame(clean), name)
 
     def log_dataset(self, name: str, digest: str, source: str, profile: dict[str, Any]) -> None:
         """The question set as the run's dataset input (MLflow's Dataset column and run page show it)."""
@@ -257,6 +285,11 @@ def clip_record(record: dict, limit: int = MAX_LOGGED_CHARS) -> dict:
     return clipped
 
 
+def _redacted(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as logged: a key that reached a command line or a name is cut out."""
+    return {key: redact(str(value)) for key, value in tags.items()}
+
+
 def _params(values: dict[str, Any]):
     mlflow = _mlflow()
-    return [mlflow.entities.Param(key, str(value)[:6000]) for key, value in values.items()]
+    return [mlflow.entities.Param(key, redact(str(value))[:6000]) for key, value in values.items()]
