@@ -189,11 +189,16 @@ class StyleSpec:
     """An interaction style: what the prompt asks and how an answer becomes an option."""
 
     name: str = MISSING
+    label: Optional[str] = None  # as in the paper's tables (Classification, CoT, Scenarios); null: the name
     kind: StyleKind = StyleKind.options
     instruction: Optional[str] = None  # options styles: the last line of B.2 / B.3
     extraction: Extraction = Extraction.option_number
     max_tokens: int = 1024
     expected_tokens: int = 256  # the dry run's prior answer length until answers of the model and style are cached
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
     def validate(self) -> None:
         if self.kind is StyleKind.options:

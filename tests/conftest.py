@@ -60,8 +60,10 @@ def mini_sweep(tmp_path_factory, paper_csv):
             f"dataset.limit={MINI_SWEEP_QUESTIONS}",
             f"hydra.sweep.dir={workdir / 'multirun'}",
         ]
-        result = run_cli(args, cwd=workdir)
+        # A fresh matplotlib config folder: the report's first figure builds the font cache, as on a new machine.
+        result = run_cli(args, cwd=workdir, env={"MPLCONFIGDIR": str(workdir / "mplconfig")})
         requests = server.stats.requests
     assert result.returncode == 0, result.stderr[-3000:]
     uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
-    return SimpleNamespace(workdir=workdir, uri=uri, client=mlflow.MlflowClient(uri), result=result, requests=requests)
+    return SimpleNamespace(workdir=workdir, uri=uri, client=mlflow.MlflowClient(uri), result=result, requests=requests,
+                           args=args)

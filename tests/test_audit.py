@@ -8,16 +8,24 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from culturealign.errors import ReportError
-from culturealign.report.audit import COLUMNS, agreement, cohen_kappa, read_labels
+from culturealign.report.audit import COLUMNS, JUDGE_COLUMNS, agreement, cohen_kappa, judge_file, read_labels
 
 QUESTIONS = {"q1": {"options": ["yes", "no"]}, "q2": {"options": ["a", "b", "c"]}}
 
 
 def write(path, rows):
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows({c: "" for c in COLUMNS} | row for row in rows)
+    """A blind sheet and, beside it, the judge file (the `judge_option` of each row, joined by item)."""
+    rows = [{"item": str(i)} | row for i, row in enumerate(rows, start=1)]
+    for target, columns in ((path, COLUMNS), (judge_file(path), JUDGE_COLUMNS)):
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
+
+
+def test_the_sheet_is_blind():
+    assert not {"judge_output", "judge_option"} & set(COLUMNS)
+    assert {"judge_output", "judge_option", "item"} <= set(JUDGE_COLUMNS) and "item" in COLUMNS
 
 
 def test_agreement_statistics():
@@ -68,3 +76,17 @@ def test_missing_file_or_columns(tmp_path):
     (tmp_path / "x.csv").write_text("run_id,label\nr,1\n")
     with pytest.raises(ReportError, match="lacks column"):
         read_labels(tmp_path / "x.csv", "r", QUESTIONS)
+
+
+def test_the_judge_file_is_joined_by_item(tmp_path):
+    path = tmp_path / "audit.csv"
+    write(path, [{"run_id": "r", "question_id": "q1", "judge_option": "2", "label": "2"}])
+    elsewhere = tmp_path / "kept" / "verdicts.csv"
+    elsewhere.parent.mkdir()
+    judge_file(path).rename(elsewhere)
+    with pytest.raises(ReportError, match="judge file .* does not exist"):
+        read_labels(path, "r", QUESTIONS)
+    assert read_labels(path, "r", QUESTIONS, judge=elsewhere)[1].tolist() == [2]
+    elsewhere.write_text("item,run_id,question_id,judge_option\n7,r,q1,1\n")
+    with pytest.raises(ReportError, match="no verdict for item 1 .*--judge"):
+        read_labels(path, "r", QUESTIONS, judge=elsewhere)

@@ -14,7 +14,7 @@ def run_sweep(workdir, data, launcher_args: list[str], countries: str) -> tuple:
         result = small_sweep(server.base_url, data, workdir, *launcher_args, f"country={countries}")
         requests = server.stats.requests
     assert result.returncode == 0, result.stderr[-3000:]
-    return tracking_client(workdir), requests
+    return tracking_client(workdir), requests, result.stdout
 
 
 def launcher_config(*overrides: str):
@@ -39,7 +39,7 @@ def test_local_launcher_config_extends_submitit_local():
 
 
 def test_submitit_sweep_files_every_job_under_one_parent(tmp_path, paper_csv):
-    client, requests = run_sweep(tmp_path, paper_csv, ["hydra/launcher=local"], "us,japan")
+    client, requests, _ = run_sweep(tmp_path, paper_csv, ["hydra/launcher=local"], "us,japan")
     parent, children = parent_and_children(client)
     assert parent.info.status == "FINISHED"
     assert sorted(r.data.params["country"] for r in children) == ["japan", "us"]
@@ -47,13 +47,20 @@ def test_submitit_sweep_files_every_job_under_one_parent(tmp_path, paper_csv):
     assert requests == 2 * 2 * 3
     logs = list((tmp_path / "multirun" / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2 and all("Wasserstein similarity" in log.read_text() for log in logs)
+    # Jobs ran in submitit's processes; their source and command are the user's, from the launching process.
+    for run in children:
+        assert run.data.tags["mlflow.source.name"] == "culturealign"
+        command = run.data.tags["culturealign.command"]
+        assert command.startswith("culturealign model=") and command.endswith(f" country={run.data.params['country']}")
 
 
 def test_joblib_sweep_loses_no_run(tmp_path, paper_csv):
     launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    client, requests = run_sweep(tmp_path, paper_csv, launcher, "us,china,japan,india")
+    client, requests, stdout = run_sweep(tmp_path, paper_csv, launcher, "us,china,japan,india")
     parent, children = parent_and_children(client)
     assert parent.info.status == "FINISHED"
     assert sorted(r.data.params["country"] for r in children) == ["china", "india", "japan", "us"]
     assert all(r.info.status == "FINISHED" and r.data.metrics["n_responses"] == 6 for r in children)
     assert requests == 4 * 2 * 3
+    assert "Launching 4 jobs with joblib, 2 at a time" in stdout and "Joblib.Parallel(" not in stdout
+    assert "job 1 of 4: country=us\n" in stdout and "job 4 of 4: country=india\n" in stdout

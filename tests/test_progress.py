@@ -3,7 +3,9 @@
 import io
 import logging
 
-from culturealign.progress import Progress
+import math
+
+from culturealign.progress import Progress, SweepPosition, duration, in_sweep
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import fake_model_overrides, make_cfg, run_pipeline, spec_of
 
@@ -43,3 +45,24 @@ def test_rerun_progress_shows_model_and_judge_answers_from_cache(paper_csv, tmp_
     assert model_line.startswith("US/cot: 4/4 answers") and model_line.endswith("4 from cache)")
     judged = judge_line.split()[1].split("/")[0]
     assert judge_line.endswith(f"{judged} from cache)") and int(judged) > 0
+
+
+def test_sweep_eta_adds_the_remaining_jobs_at_the_average_job_length():
+    # job 3 of 12: the first two took 100 s, this one has run 20 s and needs 30 s more -> 50 s per job
+    position = SweepPosition(3, 12, before=100.0, started=0.0)
+    assert position.eta(job_elapsed=20.0, job_remaining=30.0) == 30.0 + 9 * 50.0
+    assert SweepPosition(12, 12, 500.0, 0.0).eta(10.0, 5.0) == 5.0  # the last job: only its own rest
+    assert math.isnan(SweepPosition(1, None, 0.0, 0.0).eta(1.0, 1.0))  # an uncounted sweep has no ETA
+    assert [duration(s) for s in (0.4, 45, 500, 7500, math.nan)] == ["0s", "45s", "8m20s", "2h05m", "?"]
+
+
+def test_progress_in_a_sweep_says_which_job_and_the_sweep_eta(caplog):
+    caplog.set_level(logging.INFO, logger="culturealign")
+    with in_sweep(SweepPosition(3, 12, before=100.0, started=0.0)):
+        progress = Progress(10, "US/cot", every_seconds=3600, stream=io.StringIO())
+    progress.advance(10)
+    progress.close()
+    line = caplog.records[-1].getMessage()
+    assert line.startswith("US/cot: 10/10 answers (") and "; job 3 of 12, sweep ETA " in line
+    outside = Progress(10, "US/cot", every_seconds=3600, stream=io.StringIO())
+    assert "job" not in outside.line()  # the position belongs to the block it was set in

@@ -4,6 +4,7 @@ checked cell by cell against the runs' metrics, a paired difference and the base
 import csv
 import json
 import math
+import urllib.request
 
 import mlflow
 import numpy as np
@@ -21,9 +22,11 @@ COUNTRIES = MINI_SWEEP_COUNTRIES
 STYLES = ("classification", "cot", "scenarios")
 QUESTIONS, SAMPLES = MINI_SWEEP_QUESTIONS, MINI_SWEEP_SAMPLES
 FILES = [
-    "table1.md", "table1.tex", "table1.csv", "paired.md", "paired.csv", "questions.csv",
+    "table1.txt", "table1.md", "table1.tex", "table1.csv", "paired.md", "paired.csv", "questions.csv",
     "similarity.png", "option1_scatter.png", "unclassifiable.png",
 ]
+LABELS = {"us": "US", "india": "India"}
+STYLE_LABELS = ("Classification", "CoT", "Scenarios")
 
 
 @pytest.fixture(scope="module")
@@ -57,33 +60,48 @@ def distributions(client, run, tmp_path):
 
 def test_sweep_ends_with_table1_printed_and_logged(sweep):
     workdir, _, client, parent_id, _, stdout = sweep
-    assert "### Table 1" in stdout and "### Paired differences" in stdout
+    printed = stdout[stdout.index("Table 1: ") :]
+    table = printed[: printed.index("Reference points for Table 1")]
+    assert "Average Wasserstein Similarity Score ↑" in table and "Percentage of Unclassifiable" in table
+    assert "| " not in printed and "### " not in printed  # aligned text, not Markdown
+    assert max(len(line) for line in printed.splitlines() if not line.startswith("[")) <= 100
+    assert "Paired differences in Average Wasserstein Similarity Score" in printed
     logged = {a.path for a in client.list_artifacts(parent_id, "report")}
     assert logged == {f"report/{name}" for name in FILES}
     assert all((workdir / "multirun" / "report" / name).is_file() for name in FILES)
 
 
 def test_every_cell_matches_the_runs_metrics(sweep, report):
-    _, _, _, _, children, _ = sweep
+    _, _, client, parent_id, children, _ = sweep
     lines = (report / "table1.md").read_text().splitlines()
-    header = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert header == ["Country", *(f"Similarity ↑: {s}" for s in STYLES), *(f"Unclassifiable ↓: {s}" for s in STYLES)]
-    body = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[4:6])}
+    assert lines[0].startswith("### Table 1: Cultural alignment by interaction style: model default, ")
+    titles = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert titles == ["", "Average Wasserstein Similarity Score ↑", "", "", "Percentage of Unclassifiable Outputs ↓", "", ""]
+    header = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert header == [f"**{c}**" for c in ("Country", *STYLE_LABELS, *STYLE_LABELS)]
+    body = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[5:7])}
     assert set(body) == {"US", "India"}
+    parent_metrics = client.get_run(parent_id).data.metrics
     for (country, style), run in children.items():
         m = run.data.metrics
-        cells = body[{"us": "US", "india": "India"}[country]]
-        similarity = f"{m['wasserstein_similarity']:.2f} [{m['wasserstein_similarity_ci_low']:.2f}, " \
+        cells = body[LABELS[country]]
+        similarity = f"{m['wasserstein_similarity']:.2f} [{m['wasserstein_similarity_ci_low']:.2f}," \
                      f"{m['wasserstein_similarity_ci_high']:.2f}]"
         assert cells[1 + STYLES.index(style)] == similarity
         assert cells[4 + STYLES.index(style)] == f"{100 * m['unclassifiable_rate']:.2f}%"
+        assert parent_metrics[f"similarity/{country}/{style}"] == m["wasserstein_similarity"]
+        assert parent_metrics[f"unclassifiable/{country}/{style}"] == m["unclassifiable_rate"]
+    # The headline numbers only: one similarity and one unclassifiable rate per cell, no paired differences.
+    assert len(parent_metrics) == 2 * len(children)
     rows = read_csv(report / "table1.csv")
     assert len(rows) == len(children) == 6
     for row in rows:
         metrics = children[(row["country"], row["style"])].data.metrics
-        for name in ("wasserstein_similarity", "wasserstein_similarity_ci_low", "unclassifiable_rate", "n_responses"):
+        assert row["country_label"] == LABELS[row["country"]] and row["style_label"] == STYLE_LABELS[STYLES.index(row["style"])]
+        for name in ("wasserstein_similarity", "wasserstein_similarity_ci_low", "unclassifiable_rate"):
             assert float(row[name]) == metrics[name]
-    assert "multicolumn{3}{c}{Similarity $\\uparrow$}" in (report / "table1.tex").read_text()
+        assert row["n_responses"] == str(int(metrics["n_responses"])) == str(QUESTIONS * SAMPLES)
+    assert "multicolumn{3}{c}{Average Wasserstein Similarity Score $\\uparrow$}" in (report / "table1.tex").read_text()
 
 
 def test_paired_difference_matches_a_hand_computation(sweep, report, tmp_path):
@@ -103,16 +121,15 @@ def test_paired_difference_matches_a_hand_computation(sweep, report, tmp_path):
         (differences,), np.mean, n_resamples=1000, confidence_level=0.95, method=method,
         rng=np.random.default_rng(0),
     ).confidence_interval
-    row = next(r for r in read_csv(report / "paired.csv") if r["metric"] == "paired_diff_us_cot_minus_classification")
-    assert float(row["mean_difference_b_minus_a"]) == pytest.approx(differences.mean(), abs=1e-12)
-    assert int(row["n_questions"]) == len(shared) and int(row["dropped_questions"]) == QUESTIONS - len(shared)
+    paired = read_csv(report / "paired.csv")
+    row = next(r for r in paired if (r["dimension"], r["country"], r["a"], r["b"]) == ("style", "us", "classification", "cot"))
+    assert float(row["mean_difference"]) == pytest.approx(differences.mean(), abs=1e-12)
+    assert int(row["n_questions"]) == len(shared) and int(row["n_dropped_questions"]) == QUESTIONS - len(shared)
     if np.ptp(differences) > 0:
         assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((ci.low, ci.high), abs=1e-12)
-    metrics = client.get_run(parent_id).data.metrics
-    assert metrics["paired_diff_us_cot_minus_classification"] == pytest.approx(differences.mean(), abs=1e-12)
-    assert metrics["paired_diff_us_cot_minus_classification_ci_low"] == pytest.approx(float(row["ci_low"]))
-    expected = {f"paired_diff_{c}_{b}_minus_{a}" for c in COUNTRIES for i, a in enumerate(STYLES) for b in STYLES[i + 1 :]}
-    assert {r["metric"] for r in read_csv(report / "paired.csv")} == expected
+    expected = {(c, a, b) for c in COUNTRIES for i, a in enumerate(STYLES) for b in STYLES[i + 1 :]}
+    assert {(r["country"], r["a"], r["b"]) for r in paired} == expected
+    assert not any(name.startswith("paired") for name in client.get_run(parent_id).data.metrics)
 
 
 def test_reference_points_match_the_dataset(sweep, report, paper_csv, tmp_path):
@@ -144,9 +161,12 @@ def test_figures_are_png_files(report):
 def test_questions_drill_down_worst_first(report):
     rows = read_csv(report / "questions.csv")
     assert len(rows) == 6 * QUESTIONS
-    scores = [float(r["similarity"]) for r in rows if r["similarity"]]
+    scores = [float(r["wasserstein_similarity"]) for r in rows if r["wasserstein_similarity"]]
     assert scores == sorted(scores)
-    assert {"question", "options", "human_distribution", "model_distribution", "unclassifiable"} <= set(rows[0])
+    assert {"question", "option_1", "option_2", "human_p_1", "model_p_1", "unclassifiable_rate", "n_responses"} <= set(rows[0])
+    for row in rows:
+        assert float(row["human_p_1"]) + float(row["human_p_2"]) == pytest.approx(1.0)
+        assert 0 <= float(row["unclassifiable_rate"]) <= 1 and row["n_responses"] == str(SAMPLES)
 
 
 def test_report_errors_are_one_line(sweep, tmp_path, capsys):
@@ -167,25 +187,27 @@ def test_judge_audit_of_a_real_run(sweep, tmp_path, capsys):
     _, uri, client, _, children, _ = sweep
     run_id = children[("us", "cot")].info.run_id
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        assert audit(uri, "export", "--run", run_id, "--n", "10", "--seed", str(seed), "--out", str(tmp_path / name)) == 0
-    a, b, c = (read_csv(tmp_path / name) for name in "abc")
+        assert audit(uri, "export", "--run", run_id, "--n", "10", "--seed", str(seed), "--out", str(tmp_path / f"{name}.csv")) == 0
+    a, b, c = (read_csv(tmp_path / f"{name}.csv") for name in "abc")
     assert a == b and a != c and len(a) == 10
+    assert not {"judge_output", "judge_option"} & set(a[0])  # blind: the labeller does not see the verdict
+    verdicts = {row["item"]: row for row in read_csv(tmp_path / "a.judge.csv")}
     local = client.download_artifacts(run_id, "responses.jsonl", str(tmp_path))
     records = {(r["question_id"], r["sample_index"]): r for r in map(json.loads, open(local))}
     assert len({(r["question_id"], r["sample_index"]) for r in a}) == 10  # no response twice
     for row in a:
-        record = records[(row["question_id"], int(row["sample_index"]))]
-        assert row["response"] == record["response"] and row["judge_output"] == record["judge_output"]
-        assert int(row["judge_option"]) == (record["option"] or 0) and row["label"] == ""
+        record, verdict = records[(row["question_id"], int(row["sample_index"]))], verdicts[row["item"]]
+        assert row["response"] == record["response"] and row["label"] == ""
+        assert verdict["judge_output"] == record["judge_output"] and int(verdict["judge_option"]) == (record["option"] or 0)
     # A human agrees with the judge on 8 of 10 responses.
-    judged = [int(r["judge_option"]) for r in a]
+    judged = [int(verdicts[r["item"]]["judge_option"]) for r in a]
     labels = [(j % 2) + 1 if i < 2 else j for i, j in enumerate(judged)]
-    with open(tmp_path / "labelled.csv", "w", newline="", encoding="utf-8") as handle:
+    with open(tmp_path / "a.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, list(a[0]))
         writer.writeheader()
         writer.writerows(r | {"label": str(label)} for r, label in zip(a, labels))
     capsys.readouterr()
-    assert audit(uri, "score", "--run", run_id, str(tmp_path / "labelled.csv")) == 0
+    assert audit(uri, "score", "--run", run_id, str(tmp_path / "a.csv")) == 0  # joins a.judge.csv back by item
     assert "accuracy 0.800" in capsys.readouterr().out
     metrics = client.get_run(run_id).data.metrics
     assert metrics["judge_audit_accuracy"] == pytest.approx(0.8) and metrics["judge_audit_n"] == 10
@@ -211,14 +233,38 @@ def test_judge_audit_refuses_runs_without_a_judge(sweep, tmp_path, capsys):
 
 
 def test_ui_shows_the_sweep_and_its_report(sweep, tmp_path):
-    _, uri, _, parent_id, _, _ = sweep
+    _, uri, _, parent_id, children, _ = sweep
     process, base = start_ui(uri, tmp_path)
     try:
         wait_for(f"{base}/health", process)
         status, body = get(f"{base}/ajax-api/2.0/mlflow/runs/get?run_id={parent_id}")
         assert status == 200 and json.loads(body)["run"]["info"]["run_id"] == parent_id
-        status, body = get(f"{base}/get-artifact?path=report/table1.md&run_uuid={parent_id}")
-        assert status == 200 and body.startswith("### Table 1".encode())
+        status, body = get(f"{base}/get-artifact?path=report/table1.txt&run_uuid={parent_id}")
+        assert status == 200 and body.startswith("Table 1: Cultural alignment".encode())
+        printed = [process.stdout.readline().strip() for _ in range(3)]
+        assert printed[0].startswith(f"MLflow UI for {uri} at {base}")
+        experiment = json.loads(get(f"{base}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=culturealign")[1])
+        experiment_id = experiment["experiment"]["experiment_id"]
+        runs_link = f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={parent_id}&workflowType=machine_learning"
+        assert printed[1] == f"latest sweep, runs table: {runs_link}"
+        report_link = f"{base}/#/experiments/{experiment_id}/runs/{parent_id}/artifacts/report/table1.txt" \
+                      "?workflowType=machine_learning"
+        assert printed[2] == f"latest sweep, report: {report_link}"
+        # The shared view the link opens: the sweep's six child runs, best aligned first, headline columns.
+        tags = {t["key"]: t["value"] for t in experiment["experiment"]["tags"]}
+        view = json.loads(tags[f"mlflow.sharedViewState.{parent_id}"])
+        assert view["orderByKey"] == "metrics.`wasserstein_similarity`" and view["orderByAsc"] is False
+        assert view["selectedColumns"][:4] == ["params.`country`", "params.`style`", "metrics.`wasserstein_similarity`",
+                                               "metrics.`wasserstein_similarity_ci_low`"]  # fmt: skip
+        request = urllib.request.Request(
+            f"{base}/ajax-api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"experiment_ids": [experiment_id], "filter": view["searchFilter"]}).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            found = json.loads(response.read())["runs"]
+        assert len(found) == 6 and {r["info"]["run_id"] for r in found} == {r.info.run_id for r in children.values()}
+        listed = json.loads(get(f"{base}/ajax-api/2.0/mlflow/experiments/search?max_results=100")[1])["experiments"]
+        assert [e["name"] for e in listed] == ["culturealign"]  # no empty "Default" experiment
     finally:
         stop_ui(process)
 

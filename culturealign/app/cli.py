@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -18,8 +20,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from culturealign import pipeline, planning
-from culturealign.app import record, schema
+from culturealign import pipeline, planning, progress
+from culturealign.app import context, record, schema
 from culturealign.errors import CultureAlignError, NothingMeasured
 from culturealign.redaction import redact
 from culturealign.pipeline import RunResult
@@ -31,13 +33,19 @@ FULL_ERROR = "HYDRA_FULL_ERROR"
 USER_ERRORS = (CultureAlignError, HydraException, OmegaConfBaseException)
 
 
-def run_job(cfg: DictConfig, choices: dict[str, str], sweep_dir: Path | None = None) -> RunResult:
-    """Run one job and track it in MLflow (the run exists before the first request)."""
+def run_job(
+    cfg: DictConfig, choices: dict[str, str], sweep_dir: Path | None = None, job_dir: Path | None = None,
+    origin: record.Origin | None = None,
+) -> RunResult:  # fmt: skip
+    """Run one job and track it in MLflow (the run exists before the first request); `job_dir`, the job's
+    output folder, keeps the result files too."""
     job = pipeline.prepare(schema.job_spec(cfg, choices))  # bad input fails here, before MLflow or a request
     spec = job.spec
-    with record.open_run(spec, OmegaConf.to_yaml(cfg, resolve=True), sweep_dir) as run:
-        result = pipeline.execute(job)
-        record.log_result(run, result)  # counts, distributions and responses are kept either way
+    with record.open_run(spec, OmegaConf.to_yaml(cfg, resolve=True), sweep_dir, origin) as run:
+        record.log_dataset(run, spec, job.questions)
+        with progress.in_sweep(origin.position if origin else None):
+            result = pipeline.execute(job)
+        record.log_result(run, result, job_dir)  # counts, distributions and responses are kept either way
         if result.scores.similarity.n == 0:
             raise NothingMeasured(
                 f"{spec.label}: nothing measured: none of the {len(result.scores.questions)} questions got a "
@@ -74,10 +82,28 @@ def _hydra_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    job_dir = Path(hydra_cfg.runtime.output_dir)
     if cfg.dry_run:
-        dry_run(cfg, choices, Path(hydra_cfg.runtime.output_dir) if multirun else None)
+        dry_run(cfg, choices, job_dir if multirun else None)
         return
-    run_job(cfg, choices, Path(hydra_cfg.sweep.dir) if multirun else None)
+    sweep_dir = Path(hydra_cfg.sweep.dir) if multirun else None
+    origin = job_origin(list(hydra_cfg.overrides.task), sweep_dir, int(hydra_cfg.job.get("num") or 0))
+    run_job(cfg, choices, sweep_dir, job_dir, origin)
+
+
+def job_origin(overrides: list[str], sweep_dir: Path | None, number: int = 0) -> record.Origin:
+    """A single run: the command as typed. A sweep's job (`number`, 0-based): the values swept for it, the
+    command that runs this job alone (the sweep's command line is on the parent run) and its place in the
+    sweep for the progress line."""
+    plan = context.SweepPlan.load(sweep_dir) if sweep_dir is not None else None
+    if plan is None:
+        return record.Origin(command=context.command_line(), tags=context.source_tags())
+    values = context.override_values(overrides)
+    swept = {key: values[key] for key in plan.swept if key in values}
+    command = shlex.join([context.PROGRAM, *map(context.plain_override, overrides)])
+    now = time.time()
+    position = progress.SweepPosition(number + 1, plan.n_jobs, now - plan.started, now)
+    return record.Origin(swept, command, plan.tags, position)
 
 
 def main() -> None:

@@ -1,28 +1,66 @@
-"""A job's run in MLflow: its name, tags and params from the spec, then its results as metrics and
-artifacts, all under the names of `culturealign.tracking.names`."""
+"""A job's run in MLflow: its name, tags and params from the spec, its question set as a dataset input,
+then its results as metrics, artifacts and a browsable table, all under the names of
+`culturealign.tracking.names`. The job's own output folder keeps the same result files."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from culturealign.app import context
+from culturealign.dataset import Question
 from culturealign.pipeline import RunResult
+from culturealign.progress import SweepPosition
+from culturealign.redaction import redact
 from culturealign.spec import JobSpec
 from culturealign.tracking import names
 from culturealign.tracking.store import JobRun, clip_record, job_key
 
 log = logging.getLogger("culturealign")
-RUN_NAME_GROUPS = ("country", "style", "model")
+# What the UI's table shows first: the question, the answer and how it was read; then where it came from.
+TABLE_COLUMNS = ("question", "response", "option", "option_text", "judge_output", "question_id", "variant",
+                 "sample_index", "finish_reason", "cached")  # fmt: skip
 
 
-def open_run(spec: JobSpec, config_text: str, sweep_dir: Path | None) -> JobRun:
+@dataclass
+class Origin:
+    """Where a job comes from: the swept values that tell it apart from the other jobs of its sweep, the
+    command that reproduces it, and the source tags (entry point, git commit, version)."""
+
+    swept: dict[str, str] = field(default_factory=dict)
+    command: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    position: SweepPosition | None = None  # the job's place in its sweep, for the progress line
+
+
+def open_run(spec: JobSpec, config_text: str, sweep_dir: Path | None, origin: Origin | None = None) -> JobRun:
     """The job's run, created before any request; `config_text` is the resolved config (logged whole)."""
-    tags = {names.group_tag(group): choice for group, choice in spec.choices.items()}
-    name = "-".join(spec.choices[g] for g in RUN_NAME_GROUPS if spec.choices.get(g))
+    origin = origin or Origin()
+    tags = {**origin.tags, **{names.group_tag(group): choice for group, choice in spec.choices.items()}}
+    if origin.command:
+        tags[names.COMMAND_TAG] = origin.command
+    name = context.run_name(spec.model.name, spec.country.label, spec.style.display, origin.swept)
     return JobRun(spec.mlflow, name, job_key(config_text), tags, job_params(spec), config_text, sweep_dir)
+
+
+def log_dataset(run: JobRun, spec: JobSpec, questions: list[Question]) -> None:
+    """The questions the job asked, as its dataset input: name, a digest of their content, the file or URL."""
+    data = spec.dataset
+    source = str(Path(data.path).expanduser().resolve()) if data.path else data.url
+    profile = {"questions": len(questions), "n_options": data.n_options, "countries": list(data.countries),
+               "limit": data.limit}  # fmt: skip
+    run.log_dataset(spec.choices.get("dataset") or "globalopinionqa", question_digest(questions), source, profile)
+
+
+def question_digest(questions: list[Question]) -> str:
+    """Changes when any selected question's text, options, source or survey shares change."""
+    content = [[q.id, q.text, list(q.options), q.source, sorted(q.selections.items())] for q in questions]
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def job_params(spec: JobSpec) -> dict[str, Any]:
@@ -30,6 +68,7 @@ def job_params(spec: JobSpec) -> dict[str, Any]:
     for group in names.PARAM_GROUPS:
         params |= {f"{group}.{key}": value for key, value in asdict(getattr(spec, group)).items()}
     params[names.COUNTRY_LABEL_PARAM] = spec.country.label
+    params[names.STYLE_LABEL_PARAM] = spec.style.display
     params |= {key: getattr(spec, key) for key in names.JOB_PARAMS}
     params |= {f"dataset.{key}": getattr(spec.dataset, key) for key in names.DATASET_PARAMS}
     params |= {f"bootstrap.{key}": getattr(spec.bootstrap, key) for key in names.BOOTSTRAP_PARAMS}
@@ -48,12 +87,41 @@ def plain(value: Any) -> str:
     return str(value)
 
 
-def log_result(run: JobRun, result: RunResult) -> None:
-    run.log_metrics(result_metrics(result))
+def log_result(run: JobRun, result: RunResult, job_dir: Path | None = None) -> None:
+    """Metrics, the result files (also written to `job_dir`, the job's output folder) and the answers as a table."""
+    metrics = result_metrics(result)
+    run.log_metrics(metrics)
     for role, usage in result.usage.items():  # the endpoint's window of requests in flight, change by change
         run.log_series(names.role_metric(role, names.CONCURRENCY), usage.concurrency)
-    run.log_json([q.as_dict() for q in result.scores.questions], names.DISTRIBUTIONS_ARTIFACT)
-    run.log_jsonl([clip_record(record.as_dict()) for record in result.records], names.RESPONSES_ARTIFACT)
+    for name, text in result_files(result, metrics).items():
+        run.log_text(text, name)
+        if job_dir is not None:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            (job_dir / name).write_text(redact(text), encoding="utf-8")  # as redacted as the MLflow copy
+    run.log_table(response_rows(result), names.RESPONSES_TABLE)
+
+
+def result_files(result: RunResult, metrics: dict[str, float]) -> dict[str, str]:
+    records = [clip_record(record.as_dict()) for record in result.records]
+    return {
+        names.SCORES_ARTIFACT: json.dumps(metrics, indent=1),
+        names.DISTRIBUTIONS_ARTIFACT: json.dumps([q.as_dict() for q in result.scores.questions], indent=1, ensure_ascii=False),
+        names.RESPONSES_ARTIFACT: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+    }
+
+
+def response_rows(result: RunResult) -> list[dict]:
+    """One row per answer for the MLflow table: the question, the raw answer, how it was read."""
+    questions = {q.question.id: q.question for q in result.scores.questions}
+    rows = []
+    for record in result.records:
+        row = clip_record(record.as_dict())
+        question = questions.get(record.question_id)
+        row["question"] = question.text if question else ""
+        options = question.options if question else ()
+        row["option_text"] = options[record.option - 1] if record.option and record.option <= len(options) else ""
+        rows.append({column: row.get(column) for column in TABLE_COLUMNS})
+    return rows
 
 
 def result_metrics(result: RunResult) -> dict[str, float]:

@@ -1,9 +1,11 @@
 """Judge audit, as the paper did by hand (98% on 50 responses per setting), as a feature.
 
-`export` writes a seeded random sample of a judged run's free-text responses with the question, options,
-the judge's output and option, and an empty `label` column; a person fills each label with the option
-number the response takes (0: none / unclassifiable). `score` then measures the judge against those
-labels: accuracy and Cohen's kappa with bootstrap CIs over the audited responses, logged to the run.
+`export` writes a seeded random sample of a judged run's free-text responses with the question and options
+and an empty `label` column: a blind sheet, without the judge's verdict, so it cannot sway the labeller.
+The judge's output and option for each item go to a separate file beside it (`<sheet>.judge.csv`). A
+person fills each label with the option number the response takes (0: none / unclassifiable); `score`
+joins the judge file back by item and measures the judge against the labels: accuracy and Cohen's kappa
+with bootstrap CIs over the audited responses, logged to the run.
 """
 
 from __future__ import annotations
@@ -23,12 +25,17 @@ from culturealign.metrics import Estimate
 from culturealign.report.runs import SWEEP_TAG, get_run
 from culturealign.tracking import names
 
-COLUMNS = [
-    "run_id", "question_id", "variant", "sample_index", "question", "options",
-    "response", "judge_output", "judge_option", "label",
-]
+ID_COLUMNS = ["item", "run_id", "question_id", "variant", "sample_index"]
+COLUMNS = [*ID_COLUMNS, "question", "options", "response", "label"]  # the blind sheet
+JUDGE_COLUMNS = [*ID_COLUMNS, "judge_output", "judge_option"]  # the key, kept apart
 UNCLASSIFIABLE = 0
 AUDIT_ARTIFACT = "judge_audit.csv"
+JUDGE_SUFFIX = ".judge.csv"
+
+
+def judge_file(sheet: Path) -> Path:
+    """Where the judge's verdicts for an audit sheet are kept: `audit.csv` -> `audit.judge.csv`."""
+    return sheet.with_name(sheet.stem + JUDGE_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -76,43 +83,64 @@ def judged_responses(client, run_id: str) -> tuple[list[dict], dict[str, dict]]:
 
 
 def export_sample(client, run_id: str, n: int, seed: int, out: Path) -> int:
-    """Write a seeded random sample of `n` judged responses (all of them if fewer) to `out`."""
+    """Write a seeded random sample of `n` judged responses (all of them if fewer) to the blind sheet `out`,
+    and the judge's verdicts on them to `judge_file(out)`."""
     if n < 1:
         raise ReportError(f"--n must be at least 1, got {n}")
     records, questions = judged_responses(client, run_id)
     chosen = np.sort(np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False))
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        for index in chosen:
-            record = records[index]
-            question = questions[record["question_id"]]
-            writer.writerow({
-                "run_id": run_id,
-                "question_id": record["question_id"],
-                "variant": record.get("variant"),
-                "sample_index": record.get("sample_index"),
-                "question": question["question"],
-                "options": "\n".join(f"{i}. {text}" for i, text in enumerate(question["options"], start=1)),
-                "response": record["response"],
-                "judge_output": record.get("judge_output"),
-                "judge_option": record.get("option") or UNCLASSIFIABLE,
-                "label": "",
-            })
+    sheet, key = [], []
+    for item, index in enumerate(chosen, start=1):
+        record = records[index]
+        question = questions[record["question_id"]]
+        ids = {"item": item, "run_id": run_id, "question_id": record["question_id"],
+               "variant": record.get("variant"), "sample_index": record.get("sample_index")}  # fmt: skip
+        options = "\n".join(f"{i}. {text}" for i, text in enumerate(question["options"], start=1))
+        sheet.append(ids | {"question": question["question"], "options": options, "response": record["response"], "label": ""})
+        key.append(ids | {"judge_output": record.get("judge_output"), "judge_option": record.get("option") or UNCLASSIFIABLE})
+    _write(out, COLUMNS, sheet)
+    _write(judge_file(out), JUDGE_COLUMNS, key)
     return len(chosen)
 
 
-def read_labels(path: Path, run_id: str, questions: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(human labels, judge options) from a filled-in audit file; every problem is one line naming the fix."""
+def _write(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read(path: Path, required: list[str], what: str) -> list[dict]:
     if not path.is_file():
-        raise ReportError(f"audit file {path} does not exist; create it with `culturealign-audit export`")
+        raise ReportError(f"{what} {path} does not exist; create it with `culturealign-audit export`")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in ("run_id", "question_id", "judge_option", "label") if c not in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
-            raise ReportError(f"{path} lacks column(s) {', '.join(missing)}; use a file from `culturealign-audit export`")
-        rows = list(reader)
+            raise ReportError(f"{path} lacks column(s) {', '.join(missing)}; use the files from `culturealign-audit export`")
+        return list(reader)
+
+
+def read_verdicts(path: Path, rows: list[dict]) -> np.ndarray:
+    """The judge's option for each labelled row, joined by item from the judge file."""
+    verdicts = {row["item"]: row for row in _read(path, ["item", "question_id", "judge_option"], "judge file")}
+    options = []
+    for line, row in enumerate(rows, start=2):
+        verdict = verdicts.get(row["item"])
+        if verdict is None or verdict["question_id"] != row["question_id"]:
+            raise ReportError(
+                f"{path} has no verdict for item {row['item']} (sheet line {line}); pass the judge file exported "
+                "with this sheet (--judge)"
+            )
+        options.append(int(verdict["judge_option"]))
+    return np.array(options)
+
+
+def read_labels(path: Path, run_id: str, questions: dict[str, dict], judge: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(human labels, judge options) from a filled-in audit sheet and its judge file (default: beside the
+    sheet); every problem is one line naming the fix."""
+    rows = _read(path, ["item", "run_id", "question_id", "label"], "audit file")
     if not rows:
         raise ReportError(f"{path} has no responses; export a sample with `culturealign-audit export`")
     foreign = {row["run_id"] for row in rows} - {run_id}
@@ -126,7 +154,7 @@ def read_labels(path: Path, run_id: str, questions: dict[str, dict]) -> tuple[np
             "fill each with the option number the response takes, or 0 if it takes none"
         )
     labels = [_label(row, line, path, questions) for line, row in enumerate(rows, start=2)]
-    return np.array(labels), np.array([int(row["judge_option"]) for row in rows])
+    return np.array(labels), read_verdicts(judge or judge_file(path), rows)
 
 
 def _label(row: dict, line: int, path: Path, questions: dict[str, dict]) -> int:
@@ -164,10 +192,10 @@ def agreement(labels: np.ndarray, judged: np.ndarray, resamples: int = 1000, con
     return AuditScore(*estimates)
 
 
-def score_audit(client, run_id: str, path: Path, seed: int = 0) -> AuditScore:
+def score_audit(client, run_id: str, path: Path, seed: int = 0, judge: Path | None = None) -> AuditScore:
     """Score the judge against the labels in `path` and log the result (and the labelled file) to the run."""
     _, questions = judged_responses(client, run_id)
-    labels, judged = read_labels(path, run_id, questions)
+    labels, judged = read_labels(path, run_id, questions, judge)
     score = agreement(labels, judged, seed=seed)
     from mlflow.entities import Metric
 

@@ -48,7 +48,7 @@ def _report(args) -> None:
     from culturealign.report.build import build_report
 
     report = build_report(args.tracking_uri, args.experiment, args.parent_run, args.out, not args.no_log)
-    print(report.markdown)
+    print(report.text)
     logged = f"; logged to run {report.parent_id} under report/" if not args.no_log else ""
     print(f"Report: {', '.join(p.name for p in report.files)} in {report.folder}{logged}")
 
@@ -67,6 +67,8 @@ def audit_main(argv: list[str] | None = None) -> int:
     score = commands.add_parser("score", help="judge accuracy and Cohen's kappa against the filled-in labels")
     score.add_argument("--run", required=True, help="the run the file was exported from")
     score.add_argument("file", type=Path, help="the exported CSV with its label column filled in")
+    score.add_argument("--judge", type=Path, default=None,
+                       help="the judge's verdicts exported with it (default: <file>.judge.csv beside it)")
     score.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     _tracking_option(score)
     return _run(parser, _audit, argv)
@@ -79,20 +81,23 @@ def _audit(args) -> None:
     client = open_client(args.tracking_uri)
     if args.command == "export":
         count = audit.export_sample(client, args.run, args.n, args.seed, args.out)
-        print(f"Wrote {count} responses to {args.out}: fill the `label` column (option number, 0 = unclassifiable), "
+        print(f"Wrote {count} responses to {args.out} (blind: no judge verdicts) and the judge's verdicts to "
+              f"{audit.judge_file(args.out)}: fill the `label` column (option number, 0 = unclassifiable), "
               f"then run culturealign-audit score --run {args.run} {args.out}")
     else:
-        print(audit.score_audit(client, args.run, args.file, args.seed).summary() + f" (logged to run {args.run})")
+        score = audit.score_audit(client, args.run, args.file, args.seed, args.judge)
+        print(score.summary() + f" (logged to run {args.run})")
 
 
 def ui_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="culturealign-ui", description="The MLflow UI on culturealign's store.")
     _tracking_option(parser)
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="whose latest sweep to link (default: %(default)s)")
     return _run(parser, _ui, argv)
 
 
 def _ui(args) -> None:
     from culturealign.report.ui import serve
 
-    serve(args.tracking_uri, args.port)
+    serve(args.tracking_uri, args.port, args.experiment)

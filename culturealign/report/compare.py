@@ -6,21 +6,17 @@ jointly, so the CI is that of the difference itself (the paper only compared ove
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from itertools import combinations
 
 from culturealign.metrics import Estimate, paired_difference
 from culturealign.report.runs import RUN_KEY, RunRecord, Sweep
-from culturealign.tracking import names
-
-_METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
 
 @dataclass(frozen=True)
 class Comparison:
     dimension: str  # "style" or one of Sweep.keys
-    context: tuple[str, ...]  # the values held fixed: country, then the other dimensions
+    others: tuple[str, ...]  # the other dimensions, held fixed (with the country)
     a: RunRecord
     b: RunRecord
     difference: Estimate  # mean of b - a over the shared scored questions
@@ -35,14 +31,19 @@ class Comparison:
         return self.b.key(self.dimension)
 
     @property
-    def metric_name(self) -> str:
-        """e.g. paired_diff_us_cot_minus_classification (MLflow metric names allow letters, digits, _-./ and space)."""
-        name = names.paired_metric(self.context, self.b_value, self.a_value)
-        return _METRIC_UNSAFE.sub("_", name)
+    def a_label(self) -> str:
+        return self.a.style_label if self.dimension == "style" else self.a_value
 
-    def metrics(self) -> dict[str, float]:
-        name, d = self.metric_name, self.difference
-        return {name: d.value, f"{name}_ci_low": d.low, f"{name}_ci_high": d.high, f"{name}_n": d.n}
+    @property
+    def b_label(self) -> str:
+        return self.b.style_label if self.dimension == "style" else self.b_value
+
+    def held_fixed(self) -> str:
+        """`US, CoT` or `US, model.temperature=0.7`: what both runs share."""
+        parts = [self.a.country_label]
+        for name in self.others:
+            parts.append(self.a.style_label if name == "style" else f"{name}={self.a.key(name)}")
+        return ", ".join(parts)
 
 
 def comparisons(sweep: Sweep) -> list[Comparison]:
@@ -51,16 +52,16 @@ def comparisons(sweep: Sweep) -> list[Comparison]:
     dimensions = ["style", *(k for k in sweep.keys if k != RUN_KEY)]
     result = []
     for dimension in dimensions:
-        others = [k for k in dimensions if k != dimension]
+        others = tuple(k for k in dimensions if k != dimension)
         cells: dict[tuple, list[RunRecord]] = {}
         for run in sweep.runs:
             cells.setdefault((run.country, *(run.key(k) for k in others)), []).append(run)
-        for context, runs in cells.items():
-            result.extend(compare(dimension, context, a, b) for a, b in combinations(runs, 2))
+        for runs in cells.values():
+            result.extend(compare(dimension, others, a, b) for a, b in combinations(runs, 2))
     return result
 
 
-def compare(dimension: str, context: tuple[str, ...], a: RunRecord, b: RunRecord) -> Comparison:
+def compare(dimension: str, others: tuple[str, ...], a: RunRecord, b: RunRecord) -> Comparison:
     scores_a, scores_b = a.scores(), b.scores()
     shared = [q for q in scores_a if q in scores_b]
     every = {q["id"] for q in a.questions} | {q["id"] for q in b.questions}
@@ -73,4 +74,4 @@ def compare(dimension: str, context: tuple[str, ...], a: RunRecord, b: RunRecord
         method=params.get("bootstrap.method", "percentile"),
         seed=int(params.get("seed", 0)),
     )
-    return Comparison(dimension, context, a, b, difference, len(every) - len(shared))
+    return Comparison(dimension, others, a, b, difference, len(every) - len(shared))

@@ -22,6 +22,8 @@ FIXED_KEYS = ("country", "style")
 # Hydra group choices first: a group choice explains the `group.*` params that change with it.
 PREFERRED_KEYS = ("model", "judge", "scenarios", "dataset", "experiment")
 RUN_KEY = "run"  # last-resort key when two runs agree on every param
+# Labels of runs made before styles carried a `label` (the paper's spelling)
+STYLE_LABELS = {"classification": "Classification", "cot": "CoT", "scenarios": "Scenarios"}
 
 
 def default_tracking_uri() -> str:
@@ -92,6 +94,14 @@ class RunRecord:
     def style(self) -> str:
         return self.params.get("style", "")
 
+    @property
+    def style_label(self) -> str:
+        return self.params.get(names.STYLE_LABEL_PARAM) or STYLE_LABELS.get(self.style, self.style)
+
+    @property
+    def model_name(self) -> str:
+        return self.params.get("model.name") or self.params.get("model", "")
+
     def key(self, name: str) -> str:
         return self.run_id[:8] if name == RUN_KEY else self.params.get(name, "")
 
@@ -115,6 +125,38 @@ class Sweep:
 
     def styles(self) -> list[str]:
         return _in_order(r.style for r in self.runs)
+
+    def style_labels(self) -> list[str]:
+        labels = {r.style: r.style_label for r in self.runs}
+        return [labels[style] for style in self.styles()]
+
+    def constant(self, param: str) -> str | None:
+        """The value every run has for `param`, or None when it differs (or is missing)."""
+        values = {run.params.get(param) for run in self.runs}
+        return values.pop() if len(values) == 1 else None
+
+    def constant_metric(self, metric: str) -> int | None:
+        values = {run.metrics.get(metric) for run in self.runs}
+        value = values.pop() if len(values) == 1 else None
+        return None if value is None or value != value else int(value)
+
+    def setting(self) -> str:
+        """What every run shares, for titles: `model gpt-4o, 72 questions, 100 samples per question`."""
+        model = self.constant("model.name")
+        parts = [f"model {model}" if model else "several models"]
+        questions = self.constant_metric(names.N_QUESTIONS)
+        if questions is not None:
+            parts.append(f"{questions} questions")
+        samples = self.constant("samples")
+        if samples is not None:
+            parts.append(f"{samples} samples per question")
+        return ", ".join(parts)
+
+    def interval(self) -> str:
+        """What the CIs are, from the runs' bootstrap settings: `95% bootstrap CI over questions`."""
+        confidence = self.constant("bootstrap.confidence")
+        level = f"{100 * float(confidence):g}%" if confidence else "bootstrap"
+        return f"{level} bootstrap CI over questions" if confidence else "bootstrap CI over questions"
 
     def groups(self) -> list[tuple[str, ...]]:
         return _in_order(self.group(r) for r in self.runs)

@@ -29,12 +29,16 @@ from culturealign.redaction import redact
 from culturealign.spec import TrackingSpec
 from culturealign.tracking.names import (
     CONFIG_ARTIFACT,
+    DATASET_CONTEXT,
     ERROR_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     INTERRUPTED,
     JOB_KEY_TAG,
     KIND_TAG,
     PARENT_RUN_FILE,
     PARENT_TAG,
+    SHARED_VIEW_TAG_PREFIX,
     SWEEP_DIR_TAG,
     SWEEP_KIND,
     SWEEP_OVERRIDES_PARAM,
@@ -64,14 +68,15 @@ def open_experiment(tracking_uri: str, experiment_name: str):
         _check_server(tracking_uri)
     mlflow = _mlflow()
     artifact_location, lock = None, contextlib.nullcontext()
-    if tracking_uri.startswith("sqlite:///"):
+    local = tracking_uri.startswith("sqlite:///")
+    if local:
         db_path = Path(tracking_uri[len("sqlite:///") :])
         db_path.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = (db_path.parent.resolve() / "artifacts").as_uri()
         lock = file_lock(db_path.with_name(db_path.name + ".lock"))  # a fresh store: one creator at a time
     try:
         with lock:
-            return _experiment(mlflow, tracking_uri, experiment_name, artifact_location)
+            return _experiment(mlflow, tracking_uri, experiment_name, artifact_location, local)
     except Exception as error:  # mlflow raises many kinds for a bad URI: all mean the same to the user
         message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise TrackingError(
@@ -90,15 +95,34 @@ def file_lock(path: Path, blocking: bool = True):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _experiment(mlflow, tracking_uri: str, experiment_name: str, artifact_location: str | None):
+def _experiment(mlflow, tracking_uri: str, experiment_name: str, artifact_location: str | None, local: bool):
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
         return client, experiment.experiment_id
     try:
-        return client, client.create_experiment(experiment_name, artifact_location=artifact_location)
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        experiment_id = client.create_experiment(experiment_name, artifact_location=artifact_location, tags=tags)
     except mlflow.exceptions.MlflowException:  # created meanwhile by another process (an http store)
         return client, client.get_experiment_by_name(experiment_name).experiment_id
+    if local:
+        hide_empty_default_experiment(client)
+    return client, experiment_id
+
+
+def hide_empty_default_experiment(client) -> None:
+    """MLflow creates an experiment "Default" in every new store; in ours it stays empty and would be the
+    first thing the UI lists. Deleted (MLflow keeps it in the trash), never when it holds a run. Only for
+    local SQLite stores: a shared server's experiments are not ours to touch."""
+    default = client.get_experiment_by_name("Default")
+    if default is None or default.lifecycle_stage != "active":
+        return
+    if client.search_runs([default.experiment_id], max_results=1, run_view_type=_mlflow().entities.ViewType.ALL):
+        return
+    try:
+        client.delete_experiment(default.experiment_id)
+    except Exception:  # noqa: BLE001 - deleted meanwhile by another job of the sweep
+        pass
 
 
 def _check_server(tracking_uri: str) -> None:
@@ -111,18 +135,39 @@ def _check_server(tracking_uri: str) -> None:
         )
 
 
-def open_sweep(tracking: TrackingSpec, sweep_dir: Path, overrides: str) -> str:
-    """Create a sweep's parent run (marking an earlier, killed run of the same sweep KILLED) and leave its
-    id in the sweep folder for the jobs; returns the id."""
+def open_sweep(
+    tracking: TrackingSpec, sweep_dir: Path, overrides: str, name: str | None = None, tags: dict[str, str] | None = None,
+    columns: tuple[list[str], list[str]] = ([], []),
+) -> tuple[str, str]:  # fmt: skip
+    """Create a sweep's parent run (marking an earlier, killed run of the same sweep KILLED), leave its id in
+    the sweep folder for the jobs, and save a UI view of its child runs showing `columns` (params, metrics).
+    Returns (experiment id, parent run id)."""
     client, experiment_id = open_experiment(tracking.tracking_uri, tracking.experiment_name)
     key = job_key(overrides)
     mark_interrupted(client, experiment_id, key)
-    tags = {KIND_TAG: SWEEP_KIND, SWEEP_DIR_TAG: str(sweep_dir.resolve()), JOB_KEY_TAG: key}
-    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_dir.name}", tags=tags)
+    tags = {**_redacted(tags or {}), KIND_TAG: SWEEP_KIND, SWEEP_DIR_TAG: str(sweep_dir.resolve()), JOB_KEY_TAG: key}
+    run = client.create_run(experiment_id, run_name=name or f"sweep-{sweep_dir.name}", tags=tags)
     client.log_batch(run.info.run_id, params=_params({SWEEP_OVERRIDES_PARAM: overrides}))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
-    return run.info.run_id
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG_PREFIX + run.info.run_id, sweep_view(run.info.run_id, *columns))
+    return experiment_id, run.info.run_id
+
+
+def sweep_view(parent_id: str, params: list[str], metrics: list[str]) -> str:
+    """The MLflow UI's shared view state (`#/experiments/<id>/runs?viewStateShareKey=<parent id>`): the
+    sweep's child runs, best aligned first, with the given params and then metrics as the first columns (the
+    dataset and git commit, the same for every job, are on each run's page). A search filter also lists
+    the children flat instead of folded under the parent."""
+    columns = [f"params.`{name}`" for name in params] + [f"metrics.`{name}`" for name in metrics]
+    state = {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_id}'",
+        "orderByKey": f"metrics.`{metrics[0]}`" if metrics else "attributes.start_time",
+        "orderByAsc": False,
+        "selectedColumns": columns,
+        "columnOrder": columns,
+    }
+    return json.dumps(state)
 
 
 def close_sweep(tracking: TrackingSpec, parent_id: str, failed: bool | None = None) -> None:
@@ -170,7 +215,7 @@ class JobRun:
     ) -> None:  # fmt: skip
         self.client, self.experiment_id = open_experiment(tracking.tracking_uri, tracking.experiment_name)
         self.tracking_uri = tracking.tracking_uri
-        tags = {**tags, JOB_KEY_TAG: key}
+        tags = {**_redacted(tags), JOB_KEY_TAG: key}
         parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
         if parent:
             tags[PARENT_TAG] = parent
@@ -205,11 +250,24 @@ class JobRun:
         if values:
             self.client.log_batch(self.run_id, metrics=[metric(name, float(v), now, step) for step, v in enumerate(values)])
 
-    def log_json(self, data: Any, name: str) -> None:
-        self.client.log_text(self.run_id, redact(json.dumps(data, indent=1, ensure_ascii=False)), name)
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, redact(text), name)
 
-    def log_jsonl(self, rows: list[dict], name: str) -> None:
-        self.client.log_text(self.run_id, redact("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)), name)
+    def log_table(self, rows: list[dict], name: str) -> None:
+        """Rows as an MLflow table artifact: the run page shows it as a table, not as text."""
+        import pandas as pd
+
+        clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+        self.client.log_table(self.run_id, pd.DataFrame(clean), name)
+
+    def log_dataset(self, name: str, digest: str, source: str, profile: dict[str, Any]) -> None:
+        """The question set as the run's dataset input (MLflow's Dataset column and run page show it)."""
+        entities = _mlflow().entities
+        remote = source.startswith(("http://", "https://"))
+        source_type, location = ("http", {"url": source}) if remote else ("local", {"uri": source})
+        dataset = entities.Dataset(name, digest, source_type, json.dumps(location), profile=json.dumps(profile))
+        context = entities.InputTag("mlflow.data.context", DATASET_CONTEXT)
+        self.client.log_inputs(self.run_id, [entities.DatasetInput(dataset, [context])])
 
     def url_hint(self) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id} ({self.tracking_uri})"
@@ -225,6 +283,11 @@ def clip_record(record: dict, limit: int = MAX_LOGGED_CHARS) -> dict:
             clipped[f"{field}_truncated"] = True
             clipped[f"{field}_chars"] = len(text)
     return clipped
+
+
+def _redacted(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as logged: a key that reached a command line or a name is cut out."""
+    return {key: redact(str(value)) for key, value in tags.items()}
 
 
 def _params(values: dict[str, Any]):
