@@ -14,6 +14,7 @@ from culturealign.dataset import Country
 from culturealign.errors import ConfigError
 from culturealign.models import PROVIDERS
 from culturealign.models.base import GenerateConfig
+from culturealign.models.cache_store import check_settings as check_cache_settings
 from culturealign.prompts import check_scenario_templates
 
 CONF_DIR_NAME = "conf"
@@ -105,6 +106,8 @@ def validate(cfg: DictConfig) -> None:
     )
     if cfg.style.name == "scenarios":
         check_scenario_templates(list(cfg.scenarios.templates))
+    if cfg.cache.enabled:  # before MLflow logs the config: a password in cache.url must not reach it
+        check_cache_settings(cfg.cache.url, cfg.cache.get("password_env"))
 
 
 def _check_model(model_cfg: DictConfig, group: str) -> None:

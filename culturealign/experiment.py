@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -72,7 +71,7 @@ def open_client(model_cfg: DictConfig, cfg: DictConfig, cache: ResponseCache | N
 
 
 def open_cache(cfg: DictConfig) -> ResponseCache | None:
-    return ResponseCache(Path(cfg.cache.path)) if cfg.cache.enabled else None
+    return ResponseCache(cfg.cache.url, cfg.cache.get("password_env")) if cfg.cache.enabled else None
 
 
 def prepare(cfg: DictConfig, country_label: str = "") -> Job:
