@@ -355,7 +355,7 @@ class PostgresStore:
         with self._guard("reading"), self._engine.connect() as connection:
             for start in range(0, len(keys), 5000):
                 chunk = list(keys[start : start + 5000])
-                found.extend(connection.execute(select(*self._hit_columns).where(key.in_(chunk))).tuples())
+                found.extend(connection.execute(select(*self._hit_columns).where(key.in_(chunk))).all())
         return found
 
     def insert(self, rows: Sequence[Row]) -> int:
