@@ -336,3 +336,12 @@ def test_a_server_that_goes_away_raises_cache_error_and_a_restarted_one_is_recon
         cache.close()
     finally:
         database.cleanup()
+
+
+def test_without_postgresql_the_fixture_fails_saying_how_to_install_it(monkeypatch):
+    import tests.postgres as postgres_module
+
+    monkeypatch.setattr(postgres_module.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(postgres_module.shutil, "which", lambda name: None)
+    with pytest.raises(PostgresUnavailable, match=r"no initdb found .*apt-get install -y --no-install-recommends postgresql"):
+        PostgresServer()

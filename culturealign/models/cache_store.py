@@ -21,8 +21,9 @@ import re
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from culturealign.errors import CacheError, ConfigError
 
@@ -47,7 +48,12 @@ _SQLITE_INSERT = (
     # only a duplicate key is ignored (another process stored it first); other errors surface
     f"INSERT INTO responses ({', '.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))}) ON CONFLICT(key) DO NOTHING"
 )
-_SQLITE_SELECT = f"SELECT {', '.join(HIT_COLUMNS)} FROM responses WHERE key IN "
+
+
+@lru_cache(maxsize=64)
+def _sqlite_select(count: int) -> str:
+    return f"SELECT {', '.join(HIT_COLUMNS)} FROM responses WHERE key IN ({','.join('?' * count)})"
+
 
 FORMS = "a file path, sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
 _ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -226,16 +232,20 @@ class SQLiteStore:
             "before is kept: fix the cause (or set cache.url elsewhere) and re-run the same command"
         )
 
-    def fetch(self, keys: Sequence[str]) -> list[tuple]:
+    def fetch(self, keys: Sequence[str]) -> Iterable[tuple]:
         """(key, text, prompt_tokens, completion_tokens, first_token_logprobs, finish_reason) of the keys found."""
-        found: list[tuple] = []
         try:
+            if not keys:
+                return ()
+            if len(keys) <= 500:  # the hot path: one request's keys, one query, rows straight from the cursor
+                return self._db.execute(_sqlite_select(len(keys)), keys)
+            found: list[tuple] = []
             for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
                 chunk = keys[start : start + 500]
-                found.extend(self._db.execute(_SQLITE_SELECT + f"({','.join('?' * len(chunk))})", chunk))
+                found.extend(self._db.execute(_sqlite_select(len(chunk)), chunk))
+            return found
         except sqlite3.Error as error:
             raise self._failed(error, "reading") from None
-        return found
 
     def insert(self, rows: Sequence[Row]) -> int:
         """Insert-if-absent; the number of rows actually inserted."""
@@ -276,8 +286,10 @@ class PostgresStore:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         connect_args: dict[str, Any] = {"application_name": "culturealign"}
-        if "connect_timeout" not in target.url.query:
-            connect_args["connect_timeout"] = 10
+        # a server that vanishes without closing the connection is noticed in about a minute, not never
+        defaults = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                    "keepalives_count": 3}
+        connect_args |= {key: value for key, value in defaults.items() if key not in target.url.query}
         if password is not None:
             connect_args["password"] = password  # never part of the URL, so never in a message or a log
         self._engine = sa.create_engine(
