@@ -98,15 +98,15 @@ def naive_loop(args, latency: float) -> tuple[float, int]:
     import openai
     from omegaconf import OmegaConf
 
-    from culturealign import config as config_
+    from culturealign.app import schema
     from culturealign.dataset import read_questions, select_questions
     from culturealign.extraction import parse_judge_output
     from culturealign.prompts import judge_prompt, options_prompt, scenario_prompt
 
-    countries = [config_.load_country(name) for name in COUNTRIES]
+    countries = [schema.load_country(name) for name in COUNTRIES]
     questions = select_questions(read_questions(args.data), countries, 2, None)
-    instructions = {s: OmegaConf.load(config_.conf_dir() / "style" / f"{s}.yaml").instruction for s in STYLES}
-    templates = list(OmegaConf.load(config_.conf_dir() / "scenarios" / "paper.yaml").templates)
+    instructions = {s: OmegaConf.load(schema.conf_dir() / "style" / f"{s}.yaml").instruction for s in STYLES}
+    templates = list(OmegaConf.load(schema.conf_dir() / "scenarios" / "paper.yaml").templates)
     server = FakeServer(latency)
     client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=6)
     sent, start = 0, time.perf_counter()
@@ -167,7 +167,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight per job")
     parser.add_argument("--n-per-request", type=int, default=1, help="samples per request (the fake server honours n)")
     parser.add_argument("--naive-requests", type=int, default=60, help="requests timed for the naive loop")
-    default_data = Path(os.environ.get("CULTUREALIGN_TEST_DATA", REPO.parent / "shared" / "data")) / "goqa_paper_subset.csv"
+    default_data = REPO / "tests" / "data" / "goqa_paper_subset.csv"
     parser.add_argument("--data", type=Path, default=default_data, help="GlobalOpinionQA CSV (paper subset or full)")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides, e.g. hydra/launcher=joblib")
     args = parser.parse_args(argv)

@@ -1,3 +1,3 @@
-from culturealign.cli import main
+from culturealign.app.cli import main
 
 main()

@@ -24,20 +24,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from culturealign.errors import DatasetError
+from culturealign.spec import CountrySpec
 
 REQUIRED_COLUMNS = ("question", "selections", "options", "source")
 _DEFAULTDICT_PREFIX = "defaultdict(<class 'list'>, "
 
 csv.field_size_limit(sys.maxsize)  # the last row of the file carries 90 countries in one field
-
-
-@dataclass(frozen=True)
-class Country:
-    """A population to imitate: `name` goes into the prompt, `keys` are its dataset keys by preference."""
-
-    label: str
-    name: str
-    keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -49,10 +41,10 @@ class Question:
     source: str
     selections: dict[str, tuple[float, ...]]  # dataset key -> share per option
 
-    def country_key(self, country: Country) -> str | None:
+    def country_key(self, country: CountrySpec) -> str | None:
         return next((key for key in country.keys if key in self.selections), None)
 
-    def human_distribution(self, country: Country) -> tuple[float, ...]:
+    def human_distribution(self, country: CountrySpec) -> tuple[float, ...]:
         key = self.country_key(country)
         if key is None:
             available = ", ".join(sorted(self.selections)) or "none"
@@ -124,7 +116,7 @@ def _literal(text: str, kind: type, message: str):
 
 
 def select_questions(
-    questions: Iterable[Question], countries: Sequence[Country], n_options: int = 2, limit: int | None = None
+    questions: Iterable[Question], countries: Sequence[CountrySpec], n_options: int = 2, limit: int | None = None
 ) -> list[Question]:
     """The paper's subset: `n_options` options, a text, and human data (positive mass) for every country."""
 

@@ -1,13 +1,12 @@
 """User-facing errors. Each message is one line that says what is wrong and what to fix.
 
-Hydra prints these without a traceback (HYDRA_FULL_ERROR=1 shows it) and the CLI exits non-zero.
+Plain exceptions: the application layer (`culturealign.app`) prints them as one line without a traceback
+(HYDRA_FULL_ERROR=1 shows it) and exits non-zero.
 """
 
-from hydra.errors import CompactHydraException
 
-
-class CultureAlignError(CompactHydraException):
-    """Base class for errors caused by input the user can fix (Hydra prints these as one line)."""
+class CultureAlignError(Exception):
+    """Base class for errors caused by input the user can fix."""
 
 
 class ConfigError(CultureAlignError):

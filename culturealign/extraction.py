@@ -1,6 +1,7 @@
 """From raw model text to a chosen option (1..n) or None (unclassifiable).
 
-Classification answers must be exactly an option number. Free text (chain of thought, scenarios) goes
+Classification answers must be exactly an option number (or, with extraction.classification=leading,
+start with one). Free text (chain of thought, scenarios) goes
 to a judge model with the paper's prompt B.1; its JSON is parsed leniently (code fences, prose around it),
 and "0", an out-of-range number or unreadable output means unclassifiable. The raw judge output is kept.
 """
@@ -13,9 +14,12 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from culturealign.models.base import GenerateConfig, ModelClient
+from culturealign.models.base import GenerateConfig
+from culturealign.models.model import Model
 from culturealign.prompts import judge_prompt, user
+from culturealign.spec import ClassificationRule
 
+_LEADING_NUMBER = re.compile(r"([0-9]{1,6})(?![0-9])")  # longer digit runs are no option number
 _CLASSIFICATION_FIELD = re.compile(r'"classification"\s*:\s*"?\s*(-?\d+)', re.IGNORECASE)
 MAX_JUDGED_CHARS = 20_000  # longer responses are cut for the judge (the count keeps them)
 
@@ -26,15 +30,22 @@ class Extraction:
     judge_output: str | None = None
 
 
-def parse_option_number(text: str, n_options: int, truncated: bool = False) -> int | None:
-    """Classification style: the whole answer must be one option number (whitespace allowed). An answer
-    cut by max_tokens (`truncated`) was longer than what we saw, so it is not a bare number."""
-    if truncated:
-        return None
+def parse_option_number(
+    text: str, n_options: int, truncated: bool = False, rule: ClassificationRule = ClassificationRule.strict
+) -> int | None:
+    """Classification style. `strict` (the paper's rule): the whole answer is one option number
+    (whitespace allowed); an answer cut by max_tokens (`truncated`) was longer than what we saw, so it is
+    not a bare number. `leading`: the answer starts with an option number followed by a non-digit
+    ("2. Disagree"); a cut answer counts only when the number visibly ended before the cut."""
     stripped = text.strip()
-    if stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= n_options:
-        return int(stripped)
-    return None
+    if rule is ClassificationRule.leading:
+        match = _LEADING_NUMBER.match(stripped)
+        ended = match is not None and (match.end() < len(stripped) or not truncated)
+        number = int(match.group(1)) if ended else 0
+    else:
+        bare = not truncated and len(stripped) <= 6 and stripped.isascii() and stripped.isdigit()
+        number = int(stripped) if bare else 0
+    return number if 1 <= number <= n_options else None
 
 
 def parse_judge_output(text: str, n_options: int) -> int | None:
@@ -78,8 +89,8 @@ def judge_messages(question: str, options: Sequence[str], response: str):
 class Judge:
     """Asks a judge model once per distinct (question, response) pair."""
 
-    def __init__(self, client: ModelClient, config: GenerateConfig):
-        self.client = client
+    def __init__(self, model: Model, config: GenerateConfig):
+        self.model = model
         self.config = config
 
     async def classify(
@@ -97,6 +108,6 @@ class Judge:
         if messages is None:
             on_done()
             return Extraction(None, None)
-        [completion] = await self.client.complete(messages, self.config, [0])
+        [completion] = await self.model.complete(messages, self.config, [0])
         on_done()
         return Extraction(parse_judge_output(completion.text, len(options)), completion.text)

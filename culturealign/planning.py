@@ -15,23 +15,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from omegaconf import DictConfig
-
-from culturealign import experiment
+from culturealign import pipeline
 from culturealign.extraction import judge_messages
-from culturealign.models.base import Completion, GenerateConfig, Message
-from culturealign.models.cache import ResponseCache
+from culturealign.models.base import Message
+from culturealign.models.model import Model
 from culturealign.prompts import judge_prompt
+from culturealign.spec import JobSpec
 
 CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_TOKENS = 1024  # when no max_tokens limit is set
-
-
-def cost_usd(model_cfg: DictConfig, prompt_tokens: int, completion_tokens: int) -> float:
-    """Price of tokens at the model config's list prices (USD per million tokens; 0 when unset)."""
-    price_in = float(model_cfg.get("price_input_per_mtok") or 0.0)
-    price_out = float(model_cfg.get("price_output_per_mtok") or 0.0)
-    return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
 
 
 @dataclass
@@ -88,71 +80,57 @@ def total(plans: list[JobPlan]) -> JobPlan:
     return summed
 
 
-def plan_job(cfg: DictConfig, country_label: str = "") -> JobPlan:
-    """The requests, tokens and cost a real run of `cfg` would spend now, sending nothing."""
-    job = experiment.prepare(cfg, country_label)
-    cache = experiment.open_cache(cfg)
+def plan_job(spec: JobSpec) -> JobPlan:
+    """The requests, tokens and cost a real run of `spec` would spend now, sending nothing."""
+    job = pipeline.prepare(spec)
+    cache = pipeline.open_cache(spec)
     try:
-        return _plan(job, cache)
+        return _plan(job, pipeline.models(spec, cache))
     finally:
         if cache is not None:
             cache.close()
 
 
-def _plan(job: experiment.Job, cache: ResponseCache | None) -> JobPlan:
-    cfg = job.cfg
-    config = experiment.model_config(job)
+def _plan(job: pipeline.Job, models: dict[str, Model]) -> JobPlan:
+    """Asks the job's own (unconnected) models for their cache identity and samples per request."""
+    model = models["model"]
+    config = pipeline.model_config(job)
     per_answer = config.max_tokens or DEFAULT_COMPLETION_TOKENS
-    per_request = int(cfg.model.get("n_per_request") or 1) if cfg.model.provider == "openai" else 1
-    identity = _identity(cfg.model, cfg, "model")
-    model, answers = RoleEstimate(), []
-    for item in experiment.planned_prompts(job):
-        found = _lookup(cache, identity, item.prompt.messages, config, item.sample_indices)
+    per_request = model.samples_per_request
+    estimate, answers = RoleEstimate(), []
+    for item in pipeline.planned_prompts(job):
+        found = model.cached(item.prompt.messages, config, item.sample_indices)
         for start in range(0, len(item.sample_indices), per_request):
             missing = [i for i in item.sample_indices[start : start + per_request] if i not in found]
             if missing:
-                model.add(_chars(item.prompt.messages), per_answer * len(missing))
+                estimate.add(_chars(item.prompt.messages), per_answer * len(missing))
         answers += [(item.question, found.get(index)) for index in item.sample_indices]
-    plan = JobPlan({"model": model}, cached_answers=sum(answer is not None for _, answer in answers))
-    if job.style.extraction == "judge":
-        plan.roles["judge"] = _plan_judge(cfg, cache, answers, per_answer)
-    for role, estimate in plan.roles.items():
-        estimate.cost_usd = cost_usd(cfg[role], estimate.prompt_tokens, estimate.completion_tokens)
+    plan = JobPlan({"model": estimate}, cached_answers=sum(answer is not None for _, answer in answers))
+    if "judge" in models:
+        plan.roles["judge"] = _plan_judge(job.spec, models["judge"], answers, per_answer)
+    for role, role_estimate in plan.roles.items():
+        role_estimate.cost_usd = models[role].cost_usd(role_estimate.prompt_tokens, role_estimate.completion_tokens)
     return plan
 
 
-def _plan_judge(cfg: DictConfig, cache: ResponseCache | None, answers: list, answer_tokens: int) -> RoleEstimate:
-    config = experiment.judge_config(cfg)
+def _plan_judge(spec: JobSpec, judge: Model, answers: list, answer_tokens: int) -> RoleEstimate:
+    config = pipeline.judge_config(spec)
     per_answer = config.max_tokens or DEFAULT_COMPLETION_TOKENS
-    identity = _identity(cfg.judge, cfg, "judge")
-    judge, seen = RoleEstimate(), set()
+    estimate, seen = RoleEstimate(), set()
     for question, answer in answers:
         if answer is None:  # not known yet: assume a new, distinct answer of max_tokens length
             blank = judge_prompt(question.text, question.options, "")
-            judge.add(len(blank) + answer_tokens * CHARS_PER_TOKEN, per_answer)
+            estimate.add(len(blank) + answer_tokens * CHARS_PER_TOKEN, per_answer)
             continue
         pair = (question.text, tuple(question.options), answer.text)
         messages = judge_messages(*pair)
         if messages is None or pair in seen:
             continue
         seen.add(pair)
-        if not _lookup(cache, identity, messages, config, [0]):
-            judge.add(_chars(messages), per_answer)
-    return judge
-
-
-def _lookup(cache, identity: str, messages, config: GenerateConfig, indices) -> dict[int, Completion]:
-    return cache.lookup(identity, messages, config, indices) if cache is not None else {}
+        if not judge.cached(messages, config, [0]):
+            estimate.add(_chars(messages), per_answer)
+    return estimate
 
 
 def _chars(messages: tuple[Message, ...]) -> int:
     return sum(len(m["content"]) for m in messages)
-
-
-def _identity(model_cfg: DictConfig, cfg: DictConfig, group: str) -> str:
-    """The cache identity of a model, without opening a network client (no API key needed)."""
-    if model_cfg.provider == "openai":
-        from culturealign.models.openai_api import OpenAIClient
-
-        return OpenAIClient.identity_for(model_cfg.base_url, model_cfg.name)
-    return experiment.open_client(model_cfg, cfg, None, group).identity

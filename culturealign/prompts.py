@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from culturealign.errors import ConfigError
-from culturealign.models.base import Message
 
+Message = dict[str, str]  # a chat message: {"role": "user" | "system" | "assistant", "content": "..."}
 PERSONA = "From now on, respond as someone from {country} would."
 OPTIONS_HEADER = "Here are the options:"
 
@@ -66,14 +65,6 @@ def judge_prompt(question: str, options: Sequence[str], response: str) -> str:
     """Appendix B.1; the judge sees the question with its numbered options, so it can answer a number."""
     values = {"question": question_with_options(question, options), "response": response}
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], JUDGE_PROMPT)
-
-
-def check_scenario_templates(templates: Sequence[str]) -> None:
-    if not templates:
-        raise ConfigError("scenarios.templates is empty; give at least one template containing {question}")
-    for number, template in enumerate(templates, start=1):
-        if "{question}" not in template:
-            raise ConfigError(f"scenario template {number} has no {{question}} placeholder: {template[:60]!r}")
 
 
 def user(content: str) -> tuple[Message, ...]:

@@ -6,10 +6,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Sequence
 
-from culturealign.dataset import Country, Question
-from culturealign.models.base import Completion, GenerateConfig, ModelClient
+from culturealign.dataset import Question
+from culturealign.models.base import Completion, GenerateConfig
+from culturealign.models.model import Model
 from culturealign.progress import Progress
 from culturealign.prompts import Prompt, options_prompt, scenario_prompt, user
+from culturealign.spec import CountrySpec, StyleKind, StyleSpec
 
 
 @dataclass(frozen=True)
@@ -29,18 +31,14 @@ class Response:
 
 
 def plan(
-    questions: Sequence[Question],
-    country: Country,
-    instruction: str | None,
-    templates: Sequence[str],
-    samples: int,
+    questions: Sequence[Question], country: CountrySpec, style: StyleSpec, templates: Sequence[str], samples: int
 ) -> list[PlannedPrompt]:
     """Options styles: one prompt per question with `samples` samples. Scenarios: sample i uses template
     i mod T, so samples spread evenly over the templates (100 samples, 10 templates: 10 x 10)."""
     planned = []
     for question in questions:
-        if instruction is not None:
-            text = options_prompt(country.name, question.text, question.options, instruction)
+        if style.kind is StyleKind.options:
+            text = options_prompt(country.name, question.text, question.options, style.instruction)
             planned.append(PlannedPrompt(question, Prompt("options", user(text)), tuple(range(samples))))
             continue
         for number, template in enumerate(templates):
@@ -51,22 +49,14 @@ def plan(
     return planned
 
 
-def requests_needed(planned: Sequence[PlannedPrompt], samples_per_request: int) -> int:
-    return sum(-(-len(p.sample_indices) // samples_per_request) for p in planned)
-
-
 async def collect(
-    client: ModelClient,
-    planned: Sequence[PlannedPrompt],
-    config: GenerateConfig,
-    samples_per_request: int = 1,
-    progress: Progress | None = None,
+    model: Model, planned: Sequence[PlannedPrompt], config: GenerateConfig, progress: Progress | None = None
 ) -> list[Response]:
-    """Every planned sample, one task per request; each request is cached (if the client caches) as soon as
-    it returns, so an interrupted job loses at most the requests in flight."""
+    """Every planned sample, one task per request of `model.samples_per_request` samples; the model caches
+    each request's answers as soon as they arrive, so an interrupted job loses at most those in flight."""
 
     async def one_request(item: PlannedPrompt, indices: tuple[int, ...]) -> list[Response]:
-        completions = await client.complete(item.prompt.messages, config, indices)
+        completions = await model.complete(item.prompt.messages, config, indices)
         if progress is not None:
             progress.advance(len(completions), cached=sum(c.cached for c in completions))
         text = item.prompt.messages[-1]["content"]
@@ -75,10 +65,11 @@ async def collect(
             for index, completion in zip(indices, completions)
         ]
 
+    per_request = model.samples_per_request
     tasks = [
-        one_request(item, item.sample_indices[start : start + samples_per_request])
+        one_request(item, item.sample_indices[start : start + per_request])
         for item in planned
-        for start in range(0, len(item.sample_indices), samples_per_request)
+        for start in range(0, len(item.sample_indices), per_request)
     ]
     batches = await _gather_or_cancel(tasks)
     return [response for batch in batches for response in batch]

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from culturealign.dataset import Country, Question
+from culturealign.dataset import Question
+from culturealign.spec import CountrySpec
 from culturealign.metrics import Estimate, distribution_from_counts, mean_ci, wasserstein_similarity
 
 
@@ -48,7 +49,7 @@ class Scores:
     unscored: list[str] = field(default_factory=list)  # ids of questions with no classifiable answer
 
 
-def tally(questions: Sequence[Question], country: Country, answers: Sequence[tuple[str, int | None]]) -> list[QuestionScore]:
+def tally(questions: Sequence[Question], country: CountrySpec, answers: Sequence[tuple[str, int | None]]) -> list[QuestionScore]:
     """answers: (question id, option 1..n or None) for every response."""
     by_id = {q.id: QuestionScore(q, q.human_distribution(country), [0.0] * len(q.options)) for q in questions}
     for question_id, option in answers:

@@ -9,12 +9,15 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from culturealign.config import conf_dir
+from culturealign import pipeline
+from culturealign.app import schema
+from culturealign.app.schema import conf_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def make_cfg(*overrides: str):
+    schema.register()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=False)
 
@@ -35,3 +38,13 @@ def fake_model_overrides(base_url: str, data: Path, workdir: Path) -> list[str]:
         f"cache.url={workdir / 'cache.sqlite'}",
         f"mlflow.tracking_uri=sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
     ]
+
+
+def spec_of(cfg, country: str = "us", **choices):
+    """The validated JobSpec of a composed config, as the CLI builds it."""
+    return schema.job_spec(cfg, {"country": country, **choices})
+
+
+def run_pipeline(cfg, country: str = "us"):
+    """One job through the pipeline (no MLflow), as the CLI runs it."""
+    return pipeline.run(spec_of(cfg, country))

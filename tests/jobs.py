@@ -7,8 +7,8 @@ from pathlib import Path
 
 import mlflow
 
-from culturealign.cli import run_job
-from culturealign.experiment import RunResult
+from culturealign.app.cli import run_job
+from culturealign.pipeline import RunResult
 from tests.helpers import fake_model_overrides, make_cfg, run_cli
 
 

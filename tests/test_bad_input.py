@@ -4,6 +4,7 @@ In-process cases call the same job function as the CLI; one parametrised test ru
 installed CLI to check the exit code, the single error line and the absence of a traceback."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+from culturealign.app.schema import one_line
 from culturealign.errors import ConfigError, DatasetError, ModelError, TrackingError
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import make_cfg, run_cli
@@ -53,34 +55,33 @@ def fails_before_any_request(server, cfg, error: type, pattern: str) -> None:
     assert server.stats.http_requests == 0, "validation must happen before any request"
 
 
-CONFIG_CASES = {
+CONFIG_CASES = {  # well-typed values out of range or inconsistent: one ConfigError from the spec
     "temperature_above_2": (["model.temperature=2.5"], r"model\.temperature must be a number in \[0, 2\], got 2\.5"),
     "temperature_negative": (["model.temperature=-0.1"], r"model\.temperature must be a number in \[0, 2\]"),
-    "temperature_not_a_number": (["model.temperature=hot"], r"model\.temperature must be a number .*'hot'"),
     "top_p_zero": (["model.top_p=0"], r"model\.top_p must be a number in \(0, 1\], got 0"),
     "top_p_above_1": (["model.top_p=1.5"], r"model\.top_p must be a number in \(0, 1\]"),
-    "samples_zero": (["samples=0"], r"samples must be a positive integer, got 0"),
-    "samples_negative": (["samples=-3"], r"samples must be a positive integer, got -3"),
-    "samples_not_a_number": (["samples=many"], r"samples must be a positive integer, got 'many'"),
-    "concurrency_zero": (["concurrency=0"], r"concurrency must be a positive integer, got 0"),
+    "samples_zero": (["samples=0"], r"samples must be a positive integer <= 10000, got 0"),
+    "samples_negative": (["samples=-3"], r"samples must be a positive integer <= 10000, got -3"),
+    "samples_huge": (["samples=1000000000"], r"samples must be a positive integer <= 10000, got 1000000000"),
+    "concurrency_zero": (["concurrency=0"], r"concurrency must be a positive integer <= 1024, got 0"),
+    "seed_negative": (["seed=-1"], r"seed must be an integer in \[0, 2147483647\], got -1"),
     "bootstrap_confidence_out_of_range": (["bootstrap.confidence=1.5"], r"bootstrap\.confidence must be in \(0, 1\)"),
-    "bootstrap_too_few_resamples": (["bootstrap.resamples=5"], r"bootstrap\.resamples must be an integer >= 10"),
-    "bootstrap_unknown_method": (["bootstrap.method=jackknife"], r"bootstrap\.method must be one of percentile"),
-    "n_per_request_zero": (["model.n_per_request=0"], r"model\.n_per_request must be an integer >= 1, got 0"),
+    "bootstrap_too_few_resamples": (["bootstrap.resamples=5"], r"bootstrap\.resamples must be an integer in \[10, 100000\]"),
+    "bootstrap_too_many_resamples": (["bootstrap.resamples=10000000"], r"bootstrap\.resamples must be an integer in"),
+    "n_per_request_zero": (["model.n_per_request=0"], r"model\.n_per_request must be an integer in \[1, 128\], got 0"),
     "dataset_limit_zero": (["dataset.limit=0"], r"dataset\.limit must be null or > 0, got 0"),
     "dataset_no_countries": (["dataset.countries=[]"], r"dataset\.countries must list at least one country"),
-    "dataset_one_option": (["dataset.n_options=1"], r"dataset\.n_options must be an integer >= 2, got 1"),
-    "unknown_estimator": (["estimator=bayes"], r"estimator must be one of sample, logprobs, got 'bayes'"),
+    "dataset_one_option": (["dataset.n_options=1"], r"dataset\.n_options must be an integer in \[2, 100\], got 1"),
     "logprobs_with_cot": (["estimator=logprobs", "style=cot"], r"estimator=logprobs works only with style=class"),
-    "max_tokens_zero": (["model.max_tokens=0"], r"model\.max_tokens must be null or a positive integer"),
+    "max_tokens_zero": (["model.max_tokens=0"], r"model\.max_tokens must be null or an integer in \[1, 32768\]"),
     "timeout_zero": (["model.timeout=0"], r"model\.timeout must be a number of seconds > 0"),
-    "max_retries_negative": (["model.max_retries=-1"], r"model\.max_retries must be an integer >= 0"),
-    "retry_backoff_negative": (["model.retry_backoff=-1"], r"model\.retry_backoff must be a number of seconds >= 0"),
-    "unknown_provider": (["model.provider=anthropic"], r"model\.provider must be one of openai, llamacpp"),
+    "max_retries_negative": (["model.max_retries=-1"], r"model\.max_retries must be an integer in \[0, 100\]"),
+    "retry_backoff_negative": (["model.retry_backoff=-1"], r"model\.retry_backoff must be a number of seconds in"),
     "base_url_not_http": (["model.base_url=ftp://example.org/v1"], r"model\.base_url must be an http\(s\) URL"),
     "password_in_base_url": (["model.base_url=http://user:pw@127.0.0.1/v1"], r"model\.base_url carries a password"),
-    "key_in_config": (["+model.api_key=sk-live-123"], r"model\.api_key: do not put secrets in the config"),
     "key_instead_of_env_name": (["model.api_key_env=sk-live-123"], r"model\.api_key_env must be the NAME of an env"),
+    "key_in_config": (["+model.api_key=sk-live-123"], r"model\.api_key: do not put secrets in the config"),
+    "token_in_judge": (["+judge.auth_token=abc"], r"judge\.auth_token: do not put secrets in the config"),
     "judge_temperature_out_of_range": (["style=cot", "judge.temperature=5"], r"judge\.temperature must be a number"),
     "template_without_question": (
         ["style=scenarios", "scenarios.templates=[What do you think?]"],
@@ -89,6 +90,31 @@ CONFIG_CASES = {
     "no_templates": (["style=scenarios", "scenarios.templates=[]"], r"scenarios\.templates is empty"),
     "unknown_country_in_dataset_countries": (["dataset.countries=[us,atlantis]"], r"unknown country .atlantis.; known"),
 }
+
+COMPOSITION_CASES = {  # values of the wrong type: Hydra refuses to compose the config at all
+    "temperature_not_a_number": ("model.temperature=hot", r"model\.temperature: Value 'hot' .* could not be converted to Float"),
+    "samples_not_a_number": ("samples=many", r"samples: Value 'many' .* could not be converted to Integer"),
+    "samples_a_bool": ("samples=true", r"samples: Value 'True' of type 'bool' could not be converted to Integer"),
+    "samples_a_fraction": ("samples=1.5", r"samples: Value '1.5' of type 'float' could not be converted to Integer"),
+    "limit_a_bool": ("dataset.limit=true", r"dataset\.limit: Value 'True' of type 'bool' could not be converted"),
+    "cache_enabled_maybe": ("cache.enabled=maybe", r"cache\.enabled: Value 'maybe' is not a valid bool"),
+    "model_name_null": ("model.name=null", r"model\.name: field 'model\.name' is not Optional"),
+    "seed_not_a_number": ("seed=abc", r"seed: Value 'abc' of type 'str' could not be converted to Integer"),
+    "unknown_estimator": ("estimator=bayes", r"estimator: Invalid value 'bayes', expected one of \[sample, logprobs\]"),
+    "unknown_provider": ("model.provider=anthropic", r"model\.provider: Invalid value 'anthropic', expected one of"),
+    "unknown_bootstrap_method": ("bootstrap.method=jackknife", r"bootstrap\.method: Invalid value 'jackknife'"),
+    "unknown_classification_rule": ("extraction.classification=loose", r"extraction\.classification: Invalid value"),
+    "unknown_model_key": ("model.temprature=0.5", r"model\.temprature: Key 'temprature' not in 'ModelSpec'"),
+}
+
+
+@pytest.mark.parametrize("override, pattern", COMPOSITION_CASES.values(), ids=COMPOSITION_CASES.keys())
+def test_wrongly_typed_value_is_a_one_line_composition_error(server, workdir, paper_csv, override, pattern):
+    with pytest.raises(ConfigCompositionException) as raised:
+        job_cfg(server.base_url, paper_csv, workdir, override)
+    message = one_line(raised.value)
+    assert re.search(pattern, message), message
+    assert "\n" not in message and "sk-live" not in message
 
 
 @pytest.mark.parametrize("overrides, pattern", CONFIG_CASES.values(), ids=CONFIG_CASES.keys())
@@ -181,6 +207,7 @@ HYDRA_CASES = {
     "unknown_model": ("model=gpt-5", MissingConfigException, r"Could not find 'model/gpt-5'"),
     "unknown_scenario_set": ("scenarios=poems", MissingConfigException, r"Could not find 'scenarios/poems'"),
     "misspelt_key": ("sample=5", ConfigCompositionException, r"Could not override 'sample'"),
+    "misspelt_experiment": ("experiment=tabel1", MissingConfigException, r"Could not find 'experiment/tabel1'"),
 }
 
 
@@ -191,7 +218,9 @@ def test_unknown_choice_is_reported_by_hydra(override, error, pattern):
 
 
 CLI_CASES = {
-    "temperature": (["model.temperature=3"], "model.temperature must be a number in [0, 2], got 3"),
+    "temperature": (["model.temperature=3"], "culturealign: error: model.temperature must be a number in [0, 2], got 3.0"),
+    "wrong_type": (["samples=true"], "culturealign: error: samples: Value 'True' of type 'bool' could not be converted"),
+    "misspelt_experiment": (["experiment=tabel1"], "Could not find 'experiment/tabel1'; available: table1"),
     "missing_dataset": (["dataset.path=/nonexistent/goqa.csv"], "/nonexistent/goqa.csv does not exist"),
     "key_instead_of_env_name": (["model.api_key_env=sk-live-123"], "must be the NAME of an environment variable"),
     "unknown_country": (["country=atlantis"], "Could not find 'country/atlantis'"),
@@ -206,7 +235,8 @@ def test_cli_prints_one_line_and_exits_non_zero(server, tmp_path, paper_csv, ove
     result = run_cli([*base, *overrides], cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert sum(expected in line for line in result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], "one line"
+    assert expected in result.stderr, result.stderr
     assert server.stats.http_requests == 0
 
 
@@ -221,7 +251,7 @@ def test_bad_value_in_a_sweep_fails_its_job_and_marks_the_sweep_failed(server, t
     server.stats.reset()
     result = small_sweep(server.base_url, paper_csv, tmp_path, "model.temperature=5,0.7")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "model.temperature must be a number in [0, 2], got 5" in result.stderr.splitlines()
+    assert "culturealign: error: model.temperature must be a number in [0, 2], got 5.0" in result.stderr.splitlines()
     parent, [child] = parent_and_children(tracking_client(tmp_path))  # the bad job never reached MLflow
     assert parent.info.status == "FAILED"
     assert child.info.status == "FINISHED" and child.data.params["model.temperature"] == "0.7"

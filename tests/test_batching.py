@@ -2,9 +2,8 @@
 
 import pytest
 
-from culturealign import experiment
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import fake_model_overrides, make_cfg
+from tests.helpers import fake_model_overrides, make_cfg, run_pipeline, spec_of
 
 QUESTIONS, SAMPLES = 3, 10
 
@@ -22,13 +21,13 @@ def job_cfg(server, paper_csv, workdir, *extra):
 def sample_indices_per_question(result):
     indices = {}
     for record in result.records:
-        indices.setdefault(record["question_id"], []).append(record["sample_index"])
+        indices.setdefault(record.question_id, []).append(record.sample_index)
     return {question: sorted(found) for question, found in indices.items()}
 
 
 def test_five_samples_per_request_halve_requests_per_prompt(paper_csv, tmp_path):
     with FakeOpenAIServer(record=True) as server:
-        result = experiment.run(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=5"))
+        result = run_pipeline(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=5"))
         assert server.stats.requests == QUESTIONS * 2
         assert all(body["n"] == 5 for body in server.stats.bodies)
     assert result.scores.n_responses == QUESTIONS * SAMPLES
@@ -38,20 +37,20 @@ def test_five_samples_per_request_halve_requests_per_prompt(paper_csv, tmp_path)
 
 def test_endpoint_ignoring_n_falls_back_to_single_requests(paper_csv, tmp_path):
     with FakeOpenAIServer(honour_n=False) as server:
-        result = experiment.run(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=5"))
+        result = run_pipeline(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=5"))
         # each of the 6 batched requests returns one choice; the 4 missing samples of each are asked singly
         assert server.stats.requests == QUESTIONS * SAMPLES
     assert result.scores.n_responses == QUESTIONS * SAMPLES
     assert all(found == list(range(SAMPLES)) for found in sample_indices_per_question(result).values())
-    assert len({r["response"] for r in result.records if r["question_id"] == result.records[0]["question_id"]}) > 1
+    assert len({r.response for r in result.records if r.question_id == result.records[0].question_id}) > 1
 
 
 def test_cache_entries_stay_per_sample_whatever_the_batch_size(paper_csv, tmp_path):
     with FakeOpenAIServer() as server:
-        first = experiment.run(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=5"))
+        first = run_pipeline(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=5"))
         server.stats.reset()
-        again = experiment.run(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=1"))
+        again = run_pipeline(job_cfg(server, paper_csv, tmp_path, "model.n_per_request=1"))
         assert server.stats.requests == 0
     assert again.usage["model"].cache_hits == QUESTIONS * SAMPLES
-    assert [r["response"] for r in again.records] == [r["response"] for r in first.records]
+    assert [r.response for r in again.records] == [r.response for r in first.records]
     assert again.scores.similarity.value == pytest.approx(first.scores.similarity.value)

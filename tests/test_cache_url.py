@@ -12,7 +12,7 @@ import pytest
 from culturealign.errors import ConfigError
 from culturealign.models.base import Completion
 from culturealign.models.cache import ResponseCache
-from culturealign.models.cache_store import check_settings
+from culturealign.spec import CacheSpec
 from tests.fake_openai import FakeOpenAIServer
 from tests.helpers import fake_model_overrides, make_cfg, run_cli
 
@@ -74,23 +74,38 @@ def test_an_empty_file_becomes_a_cache(tmp_path):
     assert cache.put_many("m", [("k", Completion("1"))]) == 1 and len(cache) == 1
 
 
-@pytest.mark.parametrize(
-    "url, password_env, pattern",
-    [
-        (f"postgresql://me:{SECRET}@db.lab/cache", None, r"^cache\.url must not contain a password .*: use postgresql://me@db\.lab/cache and set PGPASSWORD"),
-        (f"postgresql://me@db.lab/cache?password={SECRET}&sslmode=require", None, r"use postgresql://me@db\.lab/cache\?sslmode=require and"),
-        (f"postgres://me:{SECRET}@db.lab/cache", None, r"^cache\.url must not contain a password"),
-        ("postgresql://me@db.lab/cache", SECRET, r"^cache\.password_env must be the NAME of an environment variable"),
-        (f"mysql://me:{SECRET}@db.lab/cache", None, r"^cache\.url: unsupported scheme mysql://; give a file path, sqlite:///PATH or postgresql://"),
-        ("sqlite://", None, r"names no file"),
-        ("", None, r"^cache\.url is empty"),
-    ],
-    ids=["password", "password_in_query", "postgres_scheme", "password_as_env_name", "other_scheme", "in_memory", "empty"],
-)
-def test_refused_settings_name_the_key_and_never_echo_a_password(url, password_env, pattern):
-    with pytest.raises(ConfigError, match=pattern) as refused:
-        check_settings(url, password_env)
-    assert SECRET not in str(refused.value) and "\n" not in str(refused.value)
+REFUSED = {  # (cache.url, cache.password_env): what the config check says, then what opening the store says
+    "password": ((f"postgresql://me:{SECRET}@db.lab/cache", None),
+                 r"^cache\.url must not contain a password .*set PGPASSWORD, use ~/\.pgpass, or name .* cache\.password_env$",
+                 r"^cache\.url must not contain a password .*: use postgresql://me@db\.lab/cache and set PGPASSWORD"),
+    "password_in_query": ((f"postgresql://me@db.lab/cache?password={SECRET}&sslmode=require", None),
+                          r"^cache\.url must not contain a password", r"use postgresql://me@db\.lab/cache\?sslmode=require and"),
+    "postgres_scheme": ((f"postgres://me:{SECRET}@db.lab/cache", None), r"^cache\.url must not contain a password",
+                        r"^cache\.url must not contain a password"),
+    "password_as_env_name": (("postgresql://me@db.lab/cache", SECRET),
+                             r"^cache\.password_env must be the NAME of an environment variable",
+                             r"^cache\.password_env must be the NAME of an environment variable"),
+    "other_scheme": ((f"mysql://me:{SECRET}@db.lab/cache", None),
+                     r"^cache\.url: unsupported scheme mysql://; give a path, sqlite:///PATH or postgresql://",
+                     r"^cache\.url: unsupported scheme mysql://; give a file path, sqlite:///PATH or postgresql://"),
+    "empty": (("", None), r"^cache\.url must not be empty", r"^cache\.url is empty"),
+}
+
+
+@pytest.mark.parametrize("settings, config_pattern, open_pattern", REFUSED.values(), ids=REFUSED.keys())
+def test_refused_settings_name_the_key_and_never_echo_a_password(settings, config_pattern, open_pattern):
+    url, password_env = settings
+    with pytest.raises(ConfigError, match=config_pattern) as in_config:
+        CacheSpec(url=url, password_env=password_env).validate()
+    with pytest.raises(ConfigError, match=open_pattern) as on_open:  # the store checks too (culturealign-cache)
+        ResponseCache(url, password_env)
+    for refused in (in_config, on_open):
+        assert SECRET not in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_in_memory_sqlite_url_is_refused():
+    with pytest.raises(ConfigError, match=r"names no file \(an in-memory cache keeps nothing\); use sqlite:///PATH"):
+        ResponseCache("sqlite://")
 
 
 def test_password_in_cache_url_stops_the_job_before_mlflow_logs_anything(paper_csv, tmp_path):

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from culturealign import cli, experiment, planning
+from culturealign import planning
+from culturealign.app import record
 from tests.fake_openai import FakeOpenAIServer, Policy
-from tests.helpers import fake_model_overrides, make_cfg, run_cli
+from tests.helpers import fake_model_overrides, make_cfg, run_cli, run_pipeline, spec_of
 
 MODEL_KINDS = ("classification", "free")
 
@@ -23,9 +24,9 @@ def sent(server) -> dict[str, int]:
 
 
 def test_cost_is_tokens_times_list_prices():
-    cfg = make_cfg("model=gpt-4o").model
-    assert planning.cost_usd(cfg, 1_000_000, 1_000_000) == pytest.approx(2.50 + 10.00)
-    assert planning.cost_usd(make_cfg("model=openai-compatible").model, 10**9, 10**9) == 0
+    gpt_4o = spec_of(make_cfg("model=gpt-4o")).model
+    assert gpt_4o.cost_usd(1_000_000, 1_000_000) == pytest.approx(2.50 + 10.00)
+    assert spec_of(make_cfg("model=openai-compatible")).model.cost_usd(10**9, 10**9) == 0
 
 
 @pytest.mark.parametrize("style", ["classification", "cot"])
@@ -34,23 +35,23 @@ def test_dry_run_sends_nothing_and_counts_what_the_run_then_sends(paper_csv, tmp
         for samples in (2, 3):  # the second round starts from a partly filled cache
             cfg = small_cfg(server, paper_csv, tmp_path, f"style={style}", f"samples={samples}", "model.n_per_request=2")
             server.stats.reset()
-            plan = planning.plan_job(cfg)
+            plan = planning.plan_job(spec_of(cfg))
             assert server.stats.requests == 0
-            experiment.run(cfg)
+            run_pipeline(cfg)
             assert {role: r.requests for role, r in plan.roles.items()} == {
                 role: n for role, n in sent(server).items() if role in plan.roles
             }
-        assert planning.plan_job(cfg).requests == 0
+        assert planning.plan_job(spec_of(cfg)).requests == 0
 
 
 def test_costs_logged_for_what_was_paid_and_what_the_answers_are_worth(paper_csv, tmp_path):
     prices = ["model.price_input_per_mtok=1000", "model.price_output_per_mtok=2000"]
     with FakeOpenAIServer() as server:
         cfg = small_cfg(server, paper_csv, tmp_path, "samples=4", *prices)
-        first = cli.cost_metrics(experiment.run(cfg), cfg)
-        again_result = experiment.run(cfg)
-        again = cli.cost_metrics(again_result, cfg)
-    prompt, completion = again_result.workload_tokens
+        first = record.result_metrics(run_pipeline(cfg))
+        again_result = run_pipeline(cfg)
+        again = record.result_metrics(again_result)
+    prompt, completion = again_result.costs["model"].workload_tokens
     assert prompt > 0 and completion > 0
     expected = (prompt * 1000 + completion * 2000) / 1e6
     assert first["cost_usd"] == pytest.approx(expected) == pytest.approx(first["cost_usd_workload"])

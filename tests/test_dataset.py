@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from culturealign.config import load_country
+from culturealign.app.schema import load_country
 from culturealign.dataset import ensure_downloaded, read_questions, select_questions
 from culturealign.errors import DatasetError
 

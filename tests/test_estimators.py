@@ -5,12 +5,11 @@ import math
 import pytest
 from scipy.stats import chi2
 
-from culturealign import experiment
 from culturealign.errors import ModelError
 from culturealign.estimators import add_estimate, option_mass, tempered
 from culturealign.models.base import Completion
 from tests.fake_openai import REFUSAL_TEXT, FakeOpenAIServer, Policy, question_key
-from tests.helpers import fake_model_overrides, make_cfg
+from tests.helpers import fake_model_overrides, make_cfg, run_pipeline, spec_of
 
 QUESTIONS = 6
 REFUSAL_TOKEN = REFUSAL_TEXT.split()[0]
@@ -58,13 +57,13 @@ def logprob_cfg(server, paper_csv, workdir, *extra):
 def test_one_request_per_question_recovers_the_known_distribution(paper_csv, tmp_path):
     policy = Policy(seed=0, refusal_rate=0.05)
     with FakeOpenAIServer(policy=policy, record=True) as server:
-        result = experiment.run(logprob_cfg(server, paper_csv, tmp_path, "model.temperature=1.0", "samples=100"))
+        result = run_pipeline(logprob_cfg(server, paper_csv, tmp_path, "model.temperature=1.0", "samples=100"))
         assert server.stats.requests == QUESTIONS
         body = server.stats.bodies[0]
         assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_tokens"] == 1
     assert result.scores.n_responses == QUESTIONS
     for score, record in zip(result.scores.questions, result.records):
-        p1, p2 = policy.option_probs(question_key(record["prompt"]), 2)
+        p1, p2 = policy.option_probs(question_key(record.prompt), 2)
         assert score.counts == pytest.approx([0.95 * p1, 0.95 * p2])
         assert score.unclassifiable == pytest.approx(0.05)
     assert result.scores.unclassifiable_rate == pytest.approx(0.05)
@@ -86,8 +85,8 @@ def test_sample_and_logprob_estimators_agree_within_sampling_error(paper_csv, tm
     samples = 400
     deterministic = ["model.temperature=0.7", "concurrency=1", "model.n_per_request=100"]
     with FakeOpenAIServer(policy=TemperedSampling(seed=3, refusal_rate=0.1)) as server:
-        sampled = experiment.run(logprob_cfg(server, paper_csv, tmp_path, *deterministic, "estimator=sample", f"samples={samples}"))
-        estimated = experiment.run(logprob_cfg(server, paper_csv, tmp_path, *deterministic, f"samples={samples}"))
+        sampled = run_pipeline(logprob_cfg(server, paper_csv, tmp_path, *deterministic, "estimator=sample", f"samples={samples}"))
+        estimated = run_pipeline(logprob_cfg(server, paper_csv, tmp_path, *deterministic, f"samples={samples}"))
         assert server.stats.requests == QUESTIONS * samples // 100 + QUESTIONS
     z_scores = []
     for by_sampling, by_logprobs in zip(sampled.scores.questions, estimated.scores.questions):

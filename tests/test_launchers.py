@@ -3,7 +3,7 @@
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from culturealign.config import conf_dir
+from culturealign.app.schema import conf_dir
 from tests.fake_openai import FakeOpenAIServer
 from tests.jobs import small_sweep, tracking_client
 from tests.sweep_runs import parent_and_children

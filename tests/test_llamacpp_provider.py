@@ -14,7 +14,9 @@ import pytest
 
 from culturealign.models import llamacpp
 from culturealign.models.base import GenerateConfig, ModelError
-from culturealign.models.llamacpp import LlamaCppClient, derive_seed, smollm2_path
+from culturealign.models.llamacpp import LlamaCppProvider, derive_seed, smollm2_path
+from culturealign.models.model import Model
+from culturealign.spec import ModelSpec, Provider
 
 PROMPT = [
     {
@@ -26,8 +28,16 @@ PROMPT = [
 ]
 
 
-def run(client: LlamaCppClient, config: GenerateConfig, indices: list[int]):
-    return asyncio.run(client.complete(PROMPT, config, indices))
+def spec(path=None) -> ModelSpec:
+    return ModelSpec(provider=Provider.llamacpp, name="smollm2-135m", path=str(path) if path else None)
+
+
+def provider(path=None, logprobs: bool = False) -> LlamaCppProvider:
+    return LlamaCppProvider(spec(path), "model", logprobs=logprobs)
+
+
+def run(client: LlamaCppProvider, config: GenerateConfig, indices: list[int]):
+    return asyncio.run(client.generate(PROMPT, config, indices))
 
 
 @pytest.fixture(scope="module")
@@ -48,46 +58,46 @@ def test_smollm2_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
 def test_missing_model_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
     with pytest.raises(ModelError) as info:
-        LlamaCppClient(missing)
-    assert str(missing) in str(info.value)
+        provider(missing)
+    assert str(missing) in str(info.value) and "model.path" in str(info.value)
 
 
 def test_model_loaded_once_and_shared(model_path: Path) -> None:
-    a, b = LlamaCppClient(model_path), LlamaCppClient(str(model_path), seed=7)
+    a, b = provider(model_path), provider()
     assert a.llama is b.llama
-    assert a.identity == b.identity == f"llamacpp:{model_path.name}:{model_path.stat().st_size}"
-    assert a.max_concurrency == 1
+    assert LlamaCppProvider.identity(spec()) == f"llamacpp:{model_path.name}:{model_path.stat().st_size}"
+    assert a.max_connections == 1
 
 
 def test_same_seed_and_index_give_identical_text_across_clients(model_path: Path) -> None:
     config = GenerateConfig(temperature=0.7, max_tokens=4, seed=123)
-    first = run(LlamaCppClient(model_path), config, [0, 1, 2])
-    client = LlamaCppClient(model_path)
-    second = run(client, config, [0, 1, 2])
+    first = run(provider(model_path), config, [0, 1, 2])
+    model = Model(spec(model_path), "model")  # the wrapper counts what the provider generates
+    second = asyncio.run(model.complete(PROMPT, config, [0, 1, 2]))
     assert [c.text for c in first] == [c.text for c in second]
     assert all(c.prompt_tokens > 0 and 1 <= c.completion_tokens <= 4 for c in second)
-    assert client.usage.requests == 3
-    assert client.usage.prompt_tokens == sum(c.prompt_tokens for c in second) > 0
-    assert client.usage.completion_tokens == sum(c.completion_tokens for c in second) > 0
+    assert model.usage.requests == 3  # n_per_request 1: one request per sample
+    assert model.usage.prompt_tokens == sum(c.prompt_tokens for c in second) > 0
+    assert model.usage.completion_tokens == sum(c.completion_tokens for c in second) > 0
     # a single index requested on its own gives the same sample as inside a batch
-    assert run(client, config, [2])[0].text == second[2].text
+    assert run(provider(), config, [2])[0].text == second[2].text
 
 
-def test_client_seed_is_used_when_config_has_none(model_path: Path) -> None:
-    config = GenerateConfig(temperature=0.7, max_tokens=4)
-    explicit = run(LlamaCppClient(model_path), GenerateConfig(temperature=0.7, max_tokens=4, seed=5), [0, 1])
-    assert [c.text for c in run(LlamaCppClient(model_path, seed=5), config, [0, 1])] == [c.text for c in explicit]
+def test_no_seed_is_seed_zero_and_the_seed_changes_samples(model_path: Path) -> None:
+    texts = lambda seed: [c.text for c in run(provider(), GenerateConfig(temperature=1.5, max_tokens=4, seed=seed), list(range(8)))]  # noqa: E731
+    assert texts(None) == texts(0) != texts(5)
 
 
 def test_identical_text_in_another_process(model_path: Path) -> None:
     config = GenerateConfig(temperature=0.7, max_tokens=4, seed=99)
-    here = [c.text for c in run(LlamaCppClient(model_path), config, [0, 1])]
+    here = [c.text for c in run(provider(model_path), config, [0, 1])]
     code = (
         "import asyncio, json, sys\n"
         "from culturealign.models.base import GenerateConfig\n"
-        "from culturealign.models.llamacpp import LlamaCppClient\n"
-        "c = LlamaCppClient(sys.argv[1])\n"
-        f"out = asyncio.run(c.complete({PROMPT!r}, GenerateConfig(temperature=0.7, max_tokens=4, seed=99), [0, 1]))\n"
+        "from culturealign.models.llamacpp import LlamaCppProvider\n"
+        "from culturealign.spec import ModelSpec, Provider\n"
+        "c = LlamaCppProvider(ModelSpec(provider=Provider.llamacpp, name='m', path=sys.argv[1]), 'model')\n"
+        f"out = asyncio.run(c.generate({PROMPT!r}, GenerateConfig(temperature=0.7, max_tokens=4, seed=99), [0, 1]))\n"
         "print(json.dumps([x.text for x in out]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(model_path)], capture_output=True, text=True, timeout=60)
@@ -96,7 +106,7 @@ def test_identical_text_in_another_process(model_path: Path) -> None:
 
 
 def test_temperature_zero_is_greedy(model_path: Path) -> None:
-    out = run(LlamaCppClient(model_path), GenerateConfig(temperature=0.0, max_tokens=2), [0, 1, 2])
+    out = run(provider(model_path), GenerateConfig(temperature=0.0, max_tokens=2), [0, 1, 2])
     assert len({c.text for c in out}) == 1
 
 
@@ -104,12 +114,12 @@ def test_sample_indices_give_different_samples(model_path: Path) -> None:
     indices = list(range(10))
     assert len({derive_seed(0, i) for i in indices}) == 10
     assert all(0 <= derive_seed(s, i) < 2**31 for s in (0, 1, 2**40) for i in indices)
-    out = run(LlamaCppClient(model_path), GenerateConfig(temperature=0.7, max_tokens=4, seed=0), indices)
+    out = run(provider(model_path), GenerateConfig(temperature=0.7, max_tokens=4, seed=0), indices)
     assert len(out) == 10 and len({c.text for c in out}) > 1
 
 
 def test_first_token_logprobs_are_raw_top_alternatives(model_path: Path) -> None:
-    client = LlamaCppClient(model_path, logprobs=True)
+    client = provider(model_path, logprobs=True)
     cold, hot = (
         run(client, GenerateConfig(temperature=t, max_tokens=1, top_logprobs=5), [0])[0] for t in (0.0, 1.5)
     )
@@ -125,7 +135,7 @@ def test_first_token_logprobs_are_raw_top_alternatives(model_path: Path) -> None
 
 def test_first_token_logprobs_fallback_matches_llama_cpp(model_path: Path) -> None:
     """When the first token ends the turn llama-cpp reports no logprobs; the by-hand path must agree."""
-    llm = LlamaCppClient(model_path, logprobs=True).llama
+    llm = provider(model_path, logprobs=True).llama
     llm.reset()
     response = llm.create_chat_completion(messages=PROMPT, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=5)
     reported = llamacpp._to_completion(llm, response, 5).first_token_logprobs
@@ -137,24 +147,24 @@ def test_first_token_logprobs_fallback_matches_llama_cpp(model_path: Path) -> No
 
 def test_logprobs_need_the_logprobs_option(model_path: Path) -> None:
     with pytest.raises(ModelError, match="logprobs=True"):
-        run(LlamaCppClient(model_path), GenerateConfig(max_tokens=1, top_logprobs=3), [0])
+        run(provider(model_path), GenerateConfig(max_tokens=1, top_logprobs=3), [0])
 
 
 def test_aclose_keeps_the_shared_model(model_path: Path) -> None:
-    client = LlamaCppClient(model_path)
+    client = provider(model_path)
     llm = client.llama
     asyncio.run(client.aclose())
-    assert LlamaCppClient(model_path).llama is llm
+    assert provider(model_path).llama is llm
 
 
 def test_sample_text_depends_on_seed_not_on_order_or_history(model_path: Path) -> None:
     """Prefix reuse must not make a sample depend on what ran before it (resumed runs ask for subsets)."""
     config = GenerateConfig(temperature=0.7, top_p=1.0, max_tokens=8, seed=3)
-    client = LlamaCppClient(model_path)
+    client = provider(model_path)
     in_order = [c.text for c in run(client, config, list(range(6)))]
     other = [{"role": "user", "content": "Say hello."}]
-    asyncio.run(client.complete(other, config, [0]))
+    asyncio.run(client.generate(other, config, [0]))
     subset = [c.text for c in run(client, config, [4, 1])]
-    again = [c.text for c in run(LlamaCppClient(model_path), config, [1])]
+    again = [c.text for c in run(provider(model_path), config, [1])]
     assert subset == [in_order[4], in_order[1]] and again == [in_order[1]]
 

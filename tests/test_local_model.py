@@ -8,10 +8,9 @@ import time
 import mlflow
 import pytest
 
-from culturealign import experiment
 from culturealign.metrics import wasserstein_similarity
 from culturealign.models.llamacpp import smollm2_path
-from tests.helpers import make_cfg, run_cli
+from tests.helpers import make_cfg, run_cli, run_pipeline, spec_of
 
 
 def local_cfg(paper_csv, style, *extra):
@@ -29,13 +28,13 @@ def local_cfg(paper_csv, style, *extra):
 @pytest.mark.parametrize("style", ["classification", "cot", "scenarios"])
 def test_scores_are_computed_from_the_models_real_outputs(paper_csv, style):
     extra = [] if style == "classification" else ["model.max_tokens=24"]
-    result = experiment.run(local_cfg(paper_csv, style, *extra), country_label="us")
+    result = run_pipeline(local_cfg(paper_csv, style, *extra))
     records, scores = result.records, result.scores
-    assert len(records) == 8 and all(r["response"] is not None for r in records)
+    assert len(records) == 8 and all(r.response is not None for r in records)
     if style != "classification":
-        assert all(r["judge_output"] is not None for r in records)
+        assert all(r.judge_output is not None for r in records)
     for score in scores.questions:
-        options = [r["option"] for r in records if r["question_id"] == score.question.id]
+        options = [r.option for r in records if r.question_id == score.question.id]
         assert score.counts == [float(options.count(k)) for k in (1, 2)]
         assert score.unclassifiable == options.count(None)
         if sum(score.counts):
@@ -43,17 +42,17 @@ def test_scores_are_computed_from_the_models_real_outputs(paper_csv, style):
         else:
             assert score.similarity is None
     if style == "classification":  # an answer cut by max_tokens is never a bare option number
-        assert all(r["option"] is None for r in records if r["finish_reason"] == "length")
-    unclassifiable = sum(r["option"] is None for r in records) / len(records)
+        assert all(r.option is None for r in records if r.finish_reason == "length")
+    unclassifiable = sum(r.option is None for r in records) / len(records)
     assert scores.unclassifiable_rate == pytest.approx(unclassifiable)
 
 
 def test_same_seed_gives_the_same_answers(paper_csv):
-    first = experiment.run(local_cfg(paper_csv, "classification", "seed=5"), "us").records
-    second = experiment.run(local_cfg(paper_csv, "classification", "seed=5"), "us").records
-    other = experiment.run(local_cfg(paper_csv, "classification", "seed=6"), "us").records
-    assert [r["response"] for r in first] == [r["response"] for r in second]
-    assert [r["response"] for r in first] != [r["response"] for r in other]
+    first = run_pipeline(local_cfg(paper_csv, "classification", "seed=5")).records
+    second = run_pipeline(local_cfg(paper_csv, "classification", "seed=5")).records
+    other = run_pipeline(local_cfg(paper_csv, "classification", "seed=6")).records
+    assert [r.response for r in first] == [r.response for r in second]
+    assert [r.response for r in first] != [r.response for r in other]
 
 
 def test_main_job_runs_offline_without_api_key(tmp_path, paper_csv):
@@ -112,3 +111,20 @@ def test_mini_sweep_through_the_llama_cpp_server(tmp_path, paper_csv, llama_serv
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.metrics["n_responses"] == 4 and r.data.metrics["completion_tokens"] > 0 for r in children)
+
+
+def test_leading_rule_reads_the_same_answers_more_leniently(paper_csv):
+    from culturealign.app.record import job_params
+    from culturealign.extraction import parse_option_number
+    from culturealign.spec import ClassificationRule
+
+    extra = ("dataset.limit=4", "samples=10", "seed=2")
+    strict = run_pipeline(local_cfg(paper_csv, "classification", *extra))
+    leading_cfg = local_cfg(paper_csv, "classification", *extra, "extraction.classification=leading")
+    leading = run_pipeline(leading_cfg)
+    assert [r.response for r in strict.records] == [r.response for r in leading.records]
+    for record in leading.records:
+        truncated = record.finish_reason == "length"
+        assert record.option == parse_option_number(record.response, 2, truncated, ClassificationRule.leading)
+    assert leading.scores.unclassifiable_rate <= strict.scores.unclassifiable_rate
+    assert job_params(spec_of(leading_cfg))["extraction.classification"] == "leading"

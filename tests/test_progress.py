@@ -3,10 +3,9 @@
 import io
 import logging
 
-from culturealign import experiment
 from culturealign.progress import Progress
 from tests.fake_openai import FakeOpenAIServer
-from tests.helpers import fake_model_overrides, make_cfg
+from tests.helpers import fake_model_overrides, make_cfg, run_pipeline, spec_of
 
 
 def test_non_terminal_progress_logs_periodic_lines_with_cache_hits(caplog):
@@ -35,9 +34,9 @@ def test_rerun_progress_shows_model_and_judge_answers_from_cache(paper_csv, tmp_
     with FakeOpenAIServer() as server:
         overrides = fake_model_overrides(server.base_url, paper_csv, tmp_path)
         cfg = make_cfg(*overrides, "style=cot", "samples=2", "dataset.limit=2", "bootstrap.resamples=100")
-        experiment.run(cfg)
+        run_pipeline(cfg)
         caplog.set_level(logging.INFO, logger="culturealign")
-        experiment.run(cfg)
+        run_pipeline(cfg)
     lines = [r.getMessage() for r in caplog.records]
     model_line = next(line for line in lines if line.startswith("US/cot:"))
     judge_line = next(line for line in lines if line.startswith("judge:"))

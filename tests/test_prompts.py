@@ -2,9 +2,10 @@
 
 import pytest
 
-from culturealign.config import conf_dir
+from culturealign.app.schema import conf_dir
 from culturealign.errors import ConfigError
-from culturealign.prompts import check_scenario_templates, judge_prompt, options_prompt, scenario_prompt
+from culturealign.prompts import judge_prompt, options_prompt, scenario_prompt
+from culturealign.spec import ScenariosSpec
 from omegaconf import OmegaConf
 
 # Appendix B, copied from the paper with the placeholders filled in.
@@ -85,4 +86,4 @@ def test_judge_prompt_is_appendix_b1_and_fills_in_one_pass():
 
 def test_scenario_template_without_placeholder_is_rejected():
     with pytest.raises(ConfigError, match="template 2 has no {question}"):
-        check_scenario_templates(["ok {question}", "missing placeholder"])
+        ScenariosSpec(["ok {question}", "missing placeholder"]).validate()

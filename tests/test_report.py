@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from culturealign.config import load_country
+from culturealign.app.schema import load_country
 from culturealign.dataset import read_questions, select_questions
 from culturealign.report.cli import audit_main, report_main
 from tests.conftest import MINI_SWEEP_COUNTRIES, MINI_SWEEP_QUESTIONS, MINI_SWEEP_SAMPLES
@@ -220,3 +220,47 @@ def test_ui_shows_the_sweep_and_its_report(sweep, tmp_path):
         assert status == 200 and body.startswith("### Table 1".encode())
     finally:
         stop_ui(process)
+
+
+def test_figures_draw_the_tracked_numbers(sweep):
+    """What each figure draws, read back from the figure: bar heights, whiskers and points are the runs'
+    metrics and per-question distributions, not merely some PNG."""
+    from matplotlib.container import BarContainer
+
+    from culturealign.report import baselines, figures
+    from culturealign.report.runs import load_sweep
+
+    _, _, client, parent_id, children, _ = sweep
+    loaded = load_sweep(client, parent_id)
+    drawn = figures.figures(loaded, baselines.references(loaded))
+    metrics = [run.data.metrics for run in children.values()]
+
+    def bars(figure):
+        containers = [c for axis in figure.axes for c in axis.containers if isinstance(c, BarContainer)]
+        return containers, sorted(round(p.get_height(), 9) for c in containers for p in c.patches)
+
+    containers, heights = bars(drawn["similarity.png"])
+    assert heights == sorted(round(m["wasserstein_similarity"], 9) for m in metrics)
+    whiskers = sorted(
+        (round(low, 9), round(high, 9))
+        for c in containers
+        for (_, low), (_, high) in c.errorbar.lines[2][0].get_segments()
+    )
+    assert whiskers == sorted(
+        (round(m["wasserstein_similarity_ci_low"], 9), round(m["wasserstein_similarity_ci_high"], 9)) for m in metrics
+    )
+    _, rates = bars(drawn["unclassifiable.png"])
+    assert rates == sorted(round(100 * m["unclassifiable_rate"], 9) for m in metrics)
+    points = sorted(
+        (round(x, 9), round(y, 9))
+        for axis in drawn["option1_scatter.png"].axes
+        for collection in axis.collections
+        for x, y in collection.get_offsets()
+    )
+    expected = sorted(
+        (round(q["human_distribution"][0], 9), round(q["model_distribution"][0], 9))
+        for run in loaded.runs
+        for q in run.questions
+        if q.get("model_distribution")
+    )
+    assert points == expected and points

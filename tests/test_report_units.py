@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from culturealign.config import load_country
+from culturealign.app.schema import load_country
 from culturealign.dataset import read_questions, select_questions
 from culturealign.metrics import wasserstein_similarity
 from culturealign.report import baselines, compare, table
@@ -107,7 +107,7 @@ def test_reference_figures_on_the_paper_questions(paper_csv):
 
 
 def test_a_failing_report_never_fails_the_sweep(tmp_path, caplog):
-    from culturealign.tracking import report_sweep
+    from culturealign.app.callbacks import report_sweep
 
     report_sweep(f"sqlite:///{tmp_path / 'gone.db'}", "abc", tmp_path / "report")
     assert "no report for sweep abc" in caplog.text and "culturealign-report --parent-run abc" in caplog.text

@@ -5,7 +5,7 @@ import json
 import os
 
 from culturealign.extraction import parse_judge_output
-from culturealign.tracking import clip_record
+from culturealign.tracking.store import clip_record
 from tests.fake_openai import FakeOpenAIServer, Policy, extract_marker
 from tests.jobs import job_cfg, only_run, run_in_process
 from tests.sweep_runs import responses

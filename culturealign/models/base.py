@@ -1,21 +1,25 @@
 """The one interface between the pipeline and any language model.
 
-A provider (hosted OpenAI-compatible API, in-process llama.cpp, ...) implements `ModelClient.complete`:
-given a chat prompt, the generation settings and the sample indices wanted, return one `Completion` per
-index. Sample indices make repeated samples of the same prompt distinct (for caching and for per-sample
-seeds) while keeping the same sample re-requested identical.
+A provider (hosted OpenAI-compatible API, in-process llama.cpp, ...) only generates: given a chat prompt,
+the generation settings and the sample indices wanted, one request returns up to one `Completion` per
+index, and the provider says whether an error is worth retrying. Everything else (the response cache,
+`n` batching, concurrency, retries and backoff, usage and cost) belongs to one wrapper,
+`culturealign.models.model.Model`, so every provider gets it the same way.
+
+Sample indices make repeated samples of the same prompt distinct (for caching and for per-sample seeds)
+while keeping the same sample re-requested identical.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import ClassVar, Protocol, Sequence
 
 from culturealign.errors import ModelError
+from culturealign.prompts import Message
+from culturealign.spec import ModelSpec
 
-__all__ = ["Completion", "GenerateConfig", "Message", "ModelClient", "ModelError", "UsageStats"]
-
-Message = dict[str, str]  # {"role": "user" | "system" | "assistant", "content": "..."}
+__all__ = ["Completion", "GenerateConfig", "MalformedReply", "Message", "ModelError", "Provider", "Usage"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class GenerateConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int | None = None
-    seed: int | None = None
+    seed: int | None = None  # sample i of a prompt is drawn with a seed derived from (seed, i)
     top_logprobs: int = 0  # >0: return the first token's top alternatives with log-probabilities
 
     def as_dict(self) -> dict:
@@ -44,8 +48,8 @@ class Completion:
 
 
 @dataclass
-class UsageStats:
-    """What a client has spent and survived so far; read by tracking and progress."""
+class Usage:
+    """What a model has spent and survived so far; read by tracking and progress."""
 
     requests: int = 0
     retries: int = 0
@@ -55,22 +59,52 @@ class UsageStats:
     cache_misses: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
-    def add_completion(self, completion: Completion) -> None:
-        self.prompt_tokens += completion.prompt_tokens
-        self.completion_tokens += completion.completion_tokens
+    def add_completions(self, completions: Sequence[Completion]) -> None:
+        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        self.completion_tokens += sum(c.completion_tokens for c in completions)
+
+    def add_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
-class ModelClient(Protocol):
-    """A chat model. `identity` names the endpoint and model so caches never mix two models."""
+class MalformedReply(Exception):
+    """A reply that cannot be read (no choices, bad JSON, impossible numbers): retried like a fault."""
 
-    identity: str
-    max_concurrency: int
-    usage: UsageStats
 
-    async def complete(
+class Provider(Protocol):
+    """One way of reaching a model. Built only when a job sends (dry runs use the class methods)."""
+
+    name: ClassVar[str]
+    max_connections: int  # requests it can serve at once (the wrapper never exceeds it)
+    role: str  # "model" or "judge": the config key that errors name
+    endpoint: str  # where requests go, for error messages: "http://host/v1 (gpt-4o)"
+
+    def __init__(self, spec: ModelSpec, role: str, logprobs: bool = False) -> None: ...
+
+    @classmethod
+    def identity(cls, spec: ModelSpec) -> str:
+        """Names the endpoint and model, so caches never mix two models (computed without a connection)."""
+        ...
+
+    @classmethod
+    def samples_per_request(cls, spec: ModelSpec) -> int:
+        """How many sample indices one `generate` call may be given."""
+        ...
+
+    async def generate(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
     ) -> list[Completion]:
-        """One completion per sample index, in order."""
+        """One request: a completion per index, in order (fewer when the endpoint ignored `n`)."""
+        ...
+
+    def should_retry(self, error: Exception) -> bool: ...
+
+    def retry_after(self, error: Exception) -> float | None:
+        """Seconds the server asked us to wait (Retry-After), if it said."""
+        ...
+
+    def describe(self, error: Exception) -> str:
+        """One line: what went wrong and, where known, the config key to fix (the wrapper adds `endpoint`)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from culturealign.models.base import Completion, GenerateConfig, Message, ModelClient
+from culturealign.models.base import Completion, GenerateConfig, Message
 from culturealign.models.cache_store import CONFIG_NAMES, Row, SettingNames, open_store
 
 
@@ -96,39 +96,3 @@ class ResponseCache:
     def close(self) -> None:
         self._store.close()
 
-
-class CachedClient:
-    """Wraps any ModelClient; the pipeline cannot tell the difference except that hits are free."""
-
-    def __init__(self, inner: ModelClient, cache: ResponseCache):
-        self.inner = inner
-        self.cache = cache
-        self.identity = inner.identity
-        self.max_concurrency = inner.max_concurrency
-        self.usage = inner.usage
-        self.served_tokens = [0, 0]  # prompt, completion tokens of every answer returned, hit or miss
-
-    @property
-    def samples_per_request(self) -> int:
-        return getattr(self.inner, "samples_per_request", 1)
-
-    async def complete(
-        self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
-    ) -> list[Completion]:
-        keys = [cache_key(self.identity, messages, config, index) for index in sample_indices]
-        found = self.cache.get_many(keys)
-        missing = [(index, key) for index, key in zip(sample_indices, keys) if key not in found]
-        self.usage.cache_hits += len(keys) - len(missing)
-        self.usage.cache_misses += len(missing)
-        if missing:
-            fresh = await self.inner.complete(messages, config, [index for index, _ in missing])
-            entries = [(key, completion) for (_, key), completion in zip(missing, fresh)]
-            self.cache.put_many(self.identity, entries)
-            found.update(entries)
-        answers = [found[key] for key in keys]
-        self.served_tokens[0] += sum(c.prompt_tokens for c in answers)
-        self.served_tokens[1] += sum(c.completion_tokens for c in answers)
-        return answers
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -121,13 +121,6 @@ def _postgres_target(text: str, names: SettingNames) -> Target:
     return Target("postgresql", display, url=url.set(drivername="postgresql+psycopg"))
 
 
-def check_settings(url: str | Path, password_env: str | None, names: SettingNames = CONFIG_NAMES) -> None:
-    """Config-time checks (no connection): the URL's form, no password in it, the password variable."""
-    target = parse_url(url, names)
-    if target.kind == "postgresql":
-        _password(password_env, names)
-
-
 def _password(password_env: str | None, names: SettingNames) -> str | None:
     """The password from the variable `password_env` names; None lets libpq read PGPASSWORD / ~/.pgpass."""
     if password_env is None or password_env == "":

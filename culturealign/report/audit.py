@@ -21,6 +21,7 @@ import numpy as np
 from culturealign.errors import ReportError
 from culturealign.metrics import Estimate
 from culturealign.report.runs import SWEEP_TAG, get_run
+from culturealign.tracking import names
 
 COLUMNS = [
     "run_id", "question_id", "variant", "sample_index", "question", "options",
@@ -63,8 +64,8 @@ def judged_responses(client, run_id: str) -> tuple[list[dict], dict[str, dict]]:
     if run.data.tags.get(SWEEP_TAG) == "sweep":
         raise ReportError(f"run {run_id} is a sweep's parent run; audit one of its cot or scenarios child runs")
     with tempfile.TemporaryDirectory() as folder:
-        records = [json.loads(line) for line in _artifact(client, run_id, "responses.jsonl", folder).open()]
-        questions = json.loads(_artifact(client, run_id, "distributions.json", folder).read_text(encoding="utf-8"))
+        records = [json.loads(line) for line in _artifact(client, run_id, names.RESPONSES_ARTIFACT, folder).open()]
+        questions = json.loads(_artifact(client, run_id, names.DISTRIBUTIONS_ARTIFACT, folder).read_text(encoding="utf-8"))
     if not any(record.get("judge_output") for record in records):
         style = run.data.params.get("style", "this")
         raise ReportError(

@@ -12,6 +12,7 @@ from itertools import combinations
 
 from culturealign.metrics import Estimate, paired_difference
 from culturealign.report.runs import RUN_KEY, RunRecord, Sweep
+from culturealign.tracking import names
 
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
@@ -36,7 +37,7 @@ class Comparison:
     @property
     def metric_name(self) -> str:
         """e.g. paired_diff_us_cot_minus_classification (MLflow metric names allow letters, digits, _-./ and space)."""
-        name = "_".join(["paired_diff", *self.context, f"{self.b_value}_minus_{self.a_value}"])
+        name = names.paired_metric(self.context, self.b_value, self.a_value)
         return _METRIC_UNSAFE.sub("_", name)
 
     def metrics(self) -> dict[str, float]:

@@ -14,16 +14,26 @@ import numpy as np
 
 from culturealign.report.baselines import References
 from culturealign.report.runs import Sweep
+from culturealign.tracking import names
 
 DPI = 120
 
 
+def figures(sweep: Sweep, references: dict[tuple, References]) -> dict[str, "Figure"]:  # noqa: F821
+    """File name -> the figure (tests read what is drawn from these)."""
+    return {
+        "similarity.png": similarity_bars(sweep, references),
+        "option1_scatter.png": option1_scatter(sweep),
+        "unclassifiable.png": unclassifiable_bars(sweep),
+    }
+
+
 def write_figures(sweep: Sweep, references: dict[tuple, References], folder: Path) -> list[Path]:
-    return [
-        similarity_bars(sweep, references, folder / "similarity.png"),
-        option1_scatter(sweep, folder / "option1_scatter.png"),
-        unclassifiable_bars(sweep, folder / "unclassifiable.png"),
-    ]
+    paths = []
+    for name, figure in figures(sweep, references).items():
+        figure.savefig(folder / name)
+        paths.append(folder / name)
+    return paths
 
 
 def _figure(n_rows: int, n_cols: int, width: float, height: float):
@@ -41,13 +51,13 @@ def _colours(n: int) -> list:
     return [palette(i % 10) for i in range(n)]
 
 
-def similarity_bars(sweep: Sweep, references: dict[tuple, References], path: Path) -> Path:
+def similarity_bars(sweep: Sweep, references: dict[tuple, References]):
     figure, panels = _bar_panels(sweep, 3.6)
     for axis, group, rows in panels:
         for i, style, colour, x, width, runs in _style_bars(rows, sweep.styles()):
-            values = np.array([_metric(r, "wasserstein_similarity") for r in runs])
-            low = np.array([_metric(r, "wasserstein_similarity_ci_low") for r in runs])
-            high = np.array([_metric(r, "wasserstein_similarity_ci_high") for r in runs])
+            values = np.array([_metric(r, names.SIMILARITY) for r in runs])
+            low = np.array([_metric(r, names.SIMILARITY_LOW) for r in runs])
+            high = np.array([_metric(r, names.SIMILARITY_HIGH) for r in runs])
             axis.bar(x, values, width, color=colour, label=style,
                      yerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)], capsize=3)
             ceilings = [references[(row.group, row.country)].ceilings.get(style, math.nan) for row in rows]
@@ -59,8 +69,7 @@ def similarity_bars(sweep: Sweep, references: dict[tuple, References], path: Pat
         axis.set_ylim(_lower_limit(sweep), 1.0)
         _finish_panel(axis, rows, "Wasserstein similarity",
                       sweep.group_label(group) or "Similarity to the population, by interaction style")
-    figure.savefig(path)
-    return path
+    return figure
 
 
 def _bar_panels(sweep: Sweep, height: float):
@@ -92,12 +101,12 @@ def _finish_panel(axis, rows, ylabel: str, title: str) -> None:
 
 
 def _lower_limit(sweep: Sweep) -> float:
-    lows = [r.metrics.get("wasserstein_similarity_ci_low", math.nan) for r in sweep.runs]
+    lows = [r.metrics.get(names.SIMILARITY_LOW, math.nan) for r in sweep.runs]
     finite = [v for v in lows if not math.isnan(v)]
     return max(0.0, math.floor((min(finite, default=0.5) - 0.1) * 10) / 10)
 
 
-def option1_scatter(sweep: Sweep, path: Path) -> Path:
+def option1_scatter(sweep: Sweep):
     styles, groups = sweep.styles(), sweep.groups()
     rows_by_country = list(dict.fromkeys(r.country_label for r in sweep.runs))
     colours = dict(zip(rows_by_country, _colours(len(rows_by_country))))
@@ -121,17 +130,15 @@ def option1_scatter(sweep: Sweep, path: Path) -> Path:
                 axis.legend(fontsize="x-small", loc="upper left")
             else:
                 axis.text(0.5, 0.5, "not run", ha="center", va="center", color="grey")
-    figure.savefig(path)
-    return path
+    return figure
 
 
-def unclassifiable_bars(sweep: Sweep, path: Path) -> Path:
+def unclassifiable_bars(sweep: Sweep):
     figure, panels = _bar_panels(sweep, 3.0)
     for axis, group, rows in panels:
         for _, style, colour, x, width, runs in _style_bars(rows, sweep.styles()):
-            rates = [100 * _metric(run, "unclassifiable_rate") for run in runs]
+            rates = [100 * _metric(run, names.UNCLASSIFIABLE_RATE) for run in runs]
             axis.bar_label(axis.bar(x, rates, width, color=colour, label=style), fmt="%.1f", fontsize="x-small")
         _finish_panel(axis, rows, "unclassifiable answers (%)",
                       sweep.group_label(group) or "Answers the parser or judge could not classify")
-    figure.savefig(path)
-    return path
+    return figure

@@ -12,13 +12,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from culturealign.errors import ReportError
+from culturealign.tracking import names
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "culturealign"
-SWEEP_TAG = "culturealign.kind"  # written by culturealign.tracking on the parent run
+SWEEP_TAG = names.KIND_TAG  # "sweep" on a sweep's parent run
 FIXED_KEYS = ("country", "style")
 # Hydra group choices first: a group choice explains the `group.*` params that change with it.
 PREFERRED_KEYS = ("model", "judge", "scenarios", "dataset", "experiment")
@@ -37,6 +36,10 @@ def open_client(tracking_uri: str):
             "or pass --tracking-uri (or set MLFLOW_TRACKING_URI)"
         )
     import mlflow  # heavy: only when a report is actually built
+
+    from culturealign.tracking.store import quiet_mlflow
+
+    quiet_mlflow()
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file read is noise
 
@@ -58,7 +61,7 @@ def latest_sweep_id(client, experiment_name: str) -> str:
         raise ReportError(f"no experiment {experiment_name!r} in {client.tracking_uri}; check --experiment")
     parents = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{SWEEP_TAG}` = 'sweep'",
+        filter_string=f"tags.`{SWEEP_TAG}` = '{names.SWEEP_KIND}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -147,10 +150,10 @@ class Row:
 def load_sweep(client, parent_id: str) -> Sweep:
     parent = get_run(client, parent_id)
     children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000
+        [parent.info.experiment_id], filter_string=f"tags.`{names.PARENT_TAG}` = '{parent_id}'", max_results=10000
     )
     children = sorted(children, key=lambda run: run.info.start_time)
-    finished = [r for r in children if r.info.status == "FINISHED" and "wasserstein_similarity" in r.data.metrics]
+    finished = [r for r in children if r.info.status == "FINISHED" and names.SIMILARITY in r.data.metrics]
     if not finished:
         raise ReportError(
             f"run {parent_id} has no finished child runs ({len(children)} children); "
@@ -167,7 +170,7 @@ def _load_run(client, run, scratch: Path) -> RunRecord:
     run_id = run.info.run_id
     folder = scratch / run_id
     folder.mkdir()
-    distributions = client.download_artifacts(run_id, "distributions.json", str(folder))
+    distributions = client.download_artifacts(run_id, names.DISTRIBUTIONS_ARTIFACT, str(folder))
     with open(distributions, encoding="utf-8") as handle:
         questions = json.load(handle)
     return RunRecord(
@@ -175,19 +178,9 @@ def _load_run(client, run, scratch: Path) -> RunRecord:
         start_time=run.info.start_time,
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
-        country_label=_country_label(client, run, folder),
+        country_label=run.data.params.get(names.COUNTRY_LABEL_PARAM) or run.data.params.get("country", ""),
         questions=questions,
     )
-
-
-def _country_label(client, run, folder: Path) -> str:
-    """The display label from the saved config (`country.label`), else the config group choice."""
-    fallback = run.data.params.get("country", "")
-    try:
-        path = client.download_artifacts(run.info.run_id, "config.yaml", str(folder))
-        return str(OmegaConf.load(path).country.label or fallback)
-    except Exception:  # an older or hand-made run without the artifact: the choice name is a fine label
-        return fallback
 
 
 def _describe(run) -> str:

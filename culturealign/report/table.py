@@ -14,6 +14,7 @@ from pathlib import Path
 from culturealign.report.baselines import References
 from culturealign.report.compare import Comparison
 from culturealign.report.runs import Row, Sweep
+from culturealign.tracking import names
 
 DASH = "–"  # a cell of the grid that was not run
 
@@ -47,7 +48,7 @@ def table1(sweep: Sweep) -> Table:
     for row in sweep.rows():
         runs = [row.runs.get(style) for style in styles]
         similarity = [_similarity_cell(run.metrics) if run else DASH for run in runs]
-        unclassifiable = [format_percent(run.metrics["unclassifiable_rate"]) if run else DASH for run in runs]
+        unclassifiable = [format_percent(run.metrics[names.UNCLASSIFIABLE_RATE]) if run else DASH for run in runs]
         rows.append([*_keys(row), *similarity, *unclassifiable])
     notes = [
         "Similarity: mean over questions of 1 - W1/(options - 1) between the human and the model answer "
@@ -84,9 +85,9 @@ def references_table(sweep: Sweep, references: dict[tuple, References]) -> Table
 
 def _similarity_cell(metrics: dict[str, float]) -> str:
     return format_similarity(
-        metrics["wasserstein_similarity"],
-        metrics.get("wasserstein_similarity_ci_low", math.nan),
-        metrics.get("wasserstein_similarity_ci_high", math.nan),
+        metrics[names.SIMILARITY],
+        metrics.get(names.SIMILARITY_LOW, math.nan),
+        metrics.get(names.SIMILARITY_HIGH, math.nan),
     )
 
 
@@ -149,8 +150,8 @@ def write_runs_csv(sweep: Sweep, references: dict[tuple, References], path: Path
     """Table 1 in tidy form: one line per run with its metrics and reference points, for further analysis."""
     others = list(dict.fromkeys(label for refs in references.values() for label in refs.humans))
     metrics = [
-        "wasserstein_similarity", "wasserstein_similarity_ci_low", "wasserstein_similarity_ci_high",
-        "unclassifiable_rate", "n_questions", "n_scored_questions", "n_responses",
+        names.SIMILARITY, names.SIMILARITY_LOW, names.SIMILARITY_HIGH,
+        names.UNCLASSIFIABLE_RATE, names.N_QUESTIONS, names.N_SCORED_QUESTIONS, names.N_RESPONSES,
     ]
     header = [
         *sweep.keys, "country", "country_label", "style", "run_id", *metrics,

@@ -1,0 +1,151 @@
+"""One job, end to end: spec -> dataset -> prompts -> model (cached) -> extraction -> scores.
+
+Takes a validated `JobSpec` and returns typed results; knows nothing of Hydra or MLflow, so the CLI, the
+Python API and the tests run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from culturealign.dataset import Question, ensure_downloaded, read_questions, select_questions
+from culturealign.errors import DatasetError
+from culturealign.estimators import Estimator, ResponseRecord, estimator_for
+from culturealign.extraction import Judge
+from culturealign.models.base import GenerateConfig, Usage
+from culturealign.models.cache import ResponseCache
+from culturealign.models.model import Model
+from culturealign.progress import Progress
+from culturealign.sampling import PlannedPrompt, collect, plan
+from culturealign.scoring import Scores, summarise
+from culturealign.spec import Estimator as EstimatorName, JobSpec, StyleKind
+
+
+@dataclass(frozen=True)
+class RoleCost:
+    """What one model (the model or the judge) cost: `spent` this invocation (cache misses) and the
+    `workload` of every answer used (cached or not), in tokens and USD."""
+
+    spent_tokens: tuple[int, int]
+    workload_tokens: tuple[int, int]
+    spent_usd: float
+    workload_usd: float
+
+
+@dataclass
+class RunResult:
+    scores: Scores
+    records: list[ResponseRecord]  # one per response: prompt, raw answer, judge output, extracted option
+    usage: dict[str, Usage] = field(default_factory=dict)  # "model" / "judge" -> requests, retries, hits
+    costs: dict[str, RoleCost] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated job with its questions loaded."""
+
+    spec: JobSpec
+    questions: list[Question]
+    estimator: Estimator
+
+
+def load_questions(spec: JobSpec) -> list[Question]:
+    """The selected questions: `dataset.path`, or the Hugging Face file downloaded once and reused."""
+    data = spec.dataset
+    path = data.path or ensure_downloaded(data.url, data.cache_dir)
+    questions = select_questions(read_questions(path), spec.selection, data.n_options, data.limit)
+    if not questions:
+        raise DatasetError(
+            f"no question in {path} has {data.n_options} options and human data for "
+            f"{', '.join(data.countries)}; check dataset.path and dataset.countries"
+        )
+    for question in questions:
+        question.human_distribution(spec.country)  # raises a DatasetError naming the keys available
+    return questions
+
+
+def prepare(spec: JobSpec) -> Job:
+    """Validate the spec and load the questions; raises before any request is planned."""
+    spec.validate()
+    return Job(spec, load_questions(spec), estimator_for(spec))
+
+
+def open_cache(spec: JobSpec) -> ResponseCache | None:
+    return ResponseCache(spec.cache.url, spec.cache.password_env) if spec.cache.enabled else None
+
+
+def models(spec: JobSpec, cache: ResponseCache | None) -> dict[str, Model]:
+    """The job's models, not yet connected: "model", and "judge" for styles read by a judge."""
+    logprobs = spec.estimator is EstimatorName.logprobs
+    built = {"model": Model(spec.model, "model", cache, spec.concurrency, logprobs)}
+    if spec.uses_judge:
+        built["judge"] = Model(spec.judge, "judge", cache, spec.concurrency)
+    return built
+
+
+def planned_prompts(job: Job) -> list[PlannedPrompt]:
+    """Every prompt with its sample indices."""
+    spec = job.spec
+    templates = spec.scenarios.templates if spec.style.kind is StyleKind.scenarios else []
+    return plan(job.questions, spec.country, spec.style, templates, job.estimator.samples(spec.samples))
+
+
+def model_config(job: Job) -> GenerateConfig:
+    spec = job.spec
+    generate = GenerateConfig(
+        temperature=spec.model.temperature,
+        top_p=spec.model.top_p,
+        max_tokens=spec.model.max_tokens or spec.style.max_tokens,
+        seed=spec.seed,
+    )
+    return job.estimator.generate_config(generate)
+
+
+def judge_config(spec: JobSpec) -> GenerateConfig:
+    judge = spec.judge
+    return GenerateConfig(temperature=judge.temperature, top_p=judge.top_p, max_tokens=judge.max_tokens, seed=spec.seed)
+
+
+def run(spec: JobSpec) -> RunResult:
+    return execute(prepare(spec))
+
+
+def execute(job: Job) -> RunResult:
+    """Sample, extract and score a prepared job."""
+    cache = open_cache(job.spec)
+    try:
+        return asyncio.run(_run(job, cache))
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+async def _run(job: Job, cache: ResponseCache | None) -> RunResult:
+    spec = job.spec
+    opened = {role: model.open() for role, model in models(spec, cache).items()}  # fail before any request
+    try:
+        responses = await _collect(job, opened["model"])
+        judge = Judge(opened["judge"], judge_config(spec)) if "judge" in opened else None
+        tallied = await job.estimator.estimate(job.questions, spec.country, responses, judge)
+    finally:
+        for model in opened.values():
+            await model.aclose()
+    boot = spec.bootstrap
+    scores = summarise(tallied.scored, boot.resamples, boot.confidence, boot.method.value, spec.seed)
+    usage = {role: model.usage for role, model in opened.items()}
+    return RunResult(scores, tallied.records, usage, {role: _cost(model) for role, model in opened.items()})
+
+
+async def _collect(job: Job, model: Model):
+    planned = planned_prompts(job)
+    progress = Progress(sum(len(p.sample_indices) for p in planned), f"{job.spec.country.label}/{job.spec.style.name}")
+    responses = await collect(model, planned, model_config(job), progress)
+    progress.close()
+    return responses
+
+
+def _cost(model: Model) -> RoleCost:
+    spent = (model.usage.prompt_tokens, model.usage.completion_tokens)
+    served = (model.served[0], model.served[1])
+    return RoleCost(spent, served, model.cost_usd(*spent), model.cost_usd(*served))

@@ -1,0 +1,205 @@
+"""Runs in MLflow: the store and experiment, a sweep's parent run, one job's run. Knows nothing of Hydra
+or of the pipeline: callers hand it names (from `names`), values and texts.
+
+A multirun gets one parent run, created once in the launching process (so parallel workers never race on
+creating the store, the experiment or the parent); its id is left in the sweep folder, where every job
+finds it and files its own run as a child. A single run is a run of its own.
+
+A process killed with SIGKILL leaves its run RUNNING. Each run carries a `culturealign.job_key` tag (a
+hash of the job's resolved config, or of a sweep's overrides); when the same job starts again, earlier
+runs with its key still RUNNING are marked KILLED, so the UI shows them as interrupted, not as live.
+(Two identical jobs started at the same moment would mark each other; the survivor still ends FINISHED.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from culturealign.errors import TrackingError
+from culturealign.reachability import unreachable_reason
+from culturealign.spec import TrackingSpec
+from culturealign.tracking.names import (
+    CONFIG_ARTIFACT,
+    ERROR_TAG,
+    INTERRUPTED,
+    JOB_KEY_TAG,
+    KIND_TAG,
+    PARENT_RUN_FILE,
+    PARENT_TAG,
+    SWEEP_DIR_TAG,
+    SWEEP_KIND,
+    SWEEP_OVERRIDES_PARAM,
+)
+
+MAX_LOGGED_CHARS = 20_000  # longer model / judge outputs are cut in responses.jsonl, with a note
+CLIPPED_FIELDS = ("response", "judge_output")
+
+
+def _mlflow():
+    import mlflow  # heavy (~1 s): imported only when tracking starts
+
+    quiet_mlflow()
+    return mlflow
+
+
+def quiet_mlflow() -> None:
+    """MLflow and its migrations log store creation at INFO ("Creating initial MLflow database tables..."):
+    noise on a researcher's terminal. Warnings and errors still show."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def open_experiment(tracking_uri: str, experiment_name: str):
+    """(client, experiment id), creating the SQLite store folder and the experiment if needed."""
+    if tracking_uri.startswith(("http://", "https://")):
+        _check_server(tracking_uri)
+    mlflow = _mlflow()
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:///"):
+        db_path = Path(tracking_uri[len("sqlite:///") :])
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        artifact_location = (db_path.parent.resolve() / "artifacts").as_uri()
+    try:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        try:
+            return client, client.create_experiment(experiment_name, artifact_location=artifact_location)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+            return client, client.get_experiment_by_name(experiment_name).experiment_id
+    except Exception as error:  # mlflow raises many kinds for a bad URI: all mean the same to the user
+        message = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise TrackingError(
+            f"cannot open MLflow at {tracking_uri!r} ({message}); check mlflow.tracking_uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def _check_server(tracking_uri: str) -> None:
+    """MLflow retries an unreachable server for minutes; a closed port should fail the job at once."""
+    reason = unreachable_reason(tracking_uri)
+    if reason:
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} is unreachable: {reason}; start it (see README, "
+            "'Share one MLflow tracking server') or fix mlflow.tracking_uri / MLFLOW_TRACKING_URI"
+        )
+
+
+def open_sweep(tracking: TrackingSpec, sweep_dir: Path, overrides: str) -> str:
+    """Create a sweep's parent run (marking an earlier, killed run of the same sweep KILLED) and leave its
+    id in the sweep folder for the jobs; returns the id."""
+    client, experiment_id = open_experiment(tracking.tracking_uri, tracking.experiment_name)
+    key = job_key(overrides)
+    mark_interrupted(client, experiment_id, key)
+    tags = {KIND_TAG: SWEEP_KIND, SWEEP_DIR_TAG: str(sweep_dir.resolve()), JOB_KEY_TAG: key}
+    run = client.create_run(experiment_id, run_name=f"sweep-{sweep_dir.name}", tags=tags)
+    client.log_batch(run.info.run_id, params=_params({SWEEP_OVERRIDES_PARAM: overrides}))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def close_sweep(tracking: TrackingSpec, parent_id: str, failed: bool | None = None) -> None:
+    """FAILED when a job failed (`failed`, or judged from the children when None), else FINISHED."""
+    client, _ = open_experiment(tracking.tracking_uri, tracking.experiment_name)
+    if failed is None:
+        failed = any(r.info.status != "FINISHED" for r in child_runs(client, parent_id))
+    client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+
+
+def mark_interrupted(client, experiment_id: str, key: str) -> None:
+    """Earlier runs of the same job still RUNNING were killed (SIGKILL leaves no chance to say so)."""
+    stale = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{JOB_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'"
+    )
+    for run in stale:
+        client.set_tag(run.info.run_id, ERROR_TAG, INTERRUPTED)
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def job_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def parent_run_id(sweep_dir: Path) -> str | None:
+    path = sweep_dir / PARENT_RUN_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def child_runs(client, parent_id: str) -> list:
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=10000
+    )
+
+
+class JobRun:
+    """One job's MLflow run: created before any request (so a bad URI fails fast), FINISHED on success,
+    FAILED with the error as a tag otherwise, KILLED on Ctrl-C. A killed process leaves it RUNNING; the
+    next run of the same job (same `key`) marks it KILLED."""
+
+    def __init__(
+        self, tracking: TrackingSpec, name: str, key: str, tags: dict[str, str], params: dict[str, Any], config_text: str,
+        sweep_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        self.client, self.experiment_id = open_experiment(tracking.tracking_uri, tracking.experiment_name)
+        self.tracking_uri = tracking.tracking_uri
+        tags = {**tags, JOB_KEY_TAG: key}
+        parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
+        if parent:
+            tags[PARENT_TAG] = parent
+        mark_interrupted(self.client, self.experiment_id, key)
+        self.run_id = self.client.create_run(self.experiment_id, run_name=name or None, tags=tags).info.run_id
+        self.client.log_batch(self.run_id, params=_params(params))
+        self.client.log_text(self.run_id, config_text, CONFIG_ARTIFACT)
+
+    def __enter__(self) -> "JobRun":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is None:
+            self.client.set_terminated(self.run_id, "FINISHED")
+            return
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
+        self.client.set_tag(self.run_id, ERROR_TAG, message)
+        self.client.set_terminated(self.run_id, status)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        mlflow = _mlflow()
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and not math.isinf(float(v))}
+        batch = [mlflow.entities.Metric(k, v, now, 0) for k, v in finite.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_json(self, data: Any, name: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(data, indent=1, ensure_ascii=False), name)
+
+    def log_jsonl(self, rows: list[dict], name: str) -> None:
+        self.client.log_text(self.run_id, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), name)
+
+    def url_hint(self) -> str:
+        return f"experiment {self.experiment_id}, run {self.run_id} ({self.tracking_uri})"
+
+
+def clip_record(record: dict, limit: int = MAX_LOGGED_CHARS) -> dict:
+    """A response record fit for logging: overlong texts keep their first `limit` characters and say so."""
+    clipped = dict(record)
+    for field in CLIPPED_FIELDS:
+        text = record.get(field)
+        if isinstance(text, str) and len(text) > limit:
+            clipped[field] = text[:limit]
+            clipped[f"{field}_truncated"] = True
+            clipped[f"{field}_chars"] = len(text)
+    return clipped
+
+
+def _params(values: dict[str, Any]):
+    mlflow = _mlflow()
+    return [mlflow.entities.Param(key, str(value)[:6000]) for key, value in values.items()]
