@@ -75,7 +75,7 @@ def run_sweep(args, server: FakeServer, workdir: Path, name: str) -> Measured:
         f"samples={args.samples}",
         f"concurrency={args.concurrency}",
         f"model.n_per_request={args.n_per_request}",
-        f"cache.path={workdir / 'cache.sqlite'}",
+        f"cache.url={workdir / 'cache.sqlite'}",
         f"mlflow.tracking_uri=sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
         f"hydra.sweep.dir={workdir / name}",
         *args.extra,

@@ -17,6 +17,10 @@ class DatasetError(CultureAlignError):
     """The dataset file cannot be read or does not hold what the run needs."""
 
 
+class CacheError(CultureAlignError):
+    """The response cache stopped answering mid-job (a database server that went away, a full disk)."""
+
+
 class ModelError(CultureAlignError):
     """A model request failed for good (after retries); names the endpoint and the cause."""
 

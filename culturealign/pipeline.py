@@ -76,7 +76,7 @@ def prepare(spec: JobSpec) -> Job:
 
 
 def open_cache(spec: JobSpec) -> ResponseCache | None:
-    return ResponseCache(spec.cache.path) if spec.cache.enabled else None
+    return ResponseCache(spec.cache.url, spec.cache.password_env) if spec.cache.enabled else None
 
 
 def models(spec: JobSpec, cache: ResponseCache | None) -> dict[str, Model]:

@@ -291,10 +291,35 @@ class TrackingSpec:
         _require(bool(self.experiment_name.strip()), "mlflow.experiment_name must not be empty")
 
 
+CACHE_URL_FORMS = "a path, sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
+_CACHE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
 @dataclass
 class CacheSpec:
     enabled: bool = True
-    path: str = "outputs/cache/responses.sqlite"
+    url: str = "outputs/cache/responses.sqlite"  # CACHE_URL_FORMS; postgresql: one cache for a whole cluster
+    password_env: Optional[str] = None  # the variable holding the database password (None: PGPASSWORD, ~/.pgpass)
+
+    def validate(self) -> None:
+        """The URL's form, and no password in it (the config is logged); the store is opened by the pipeline."""
+        url = self.url.strip()
+        _require(bool(url), f"cache.url must not be empty: give {CACHE_URL_FORMS}")
+        if "://" in url:
+            scheme = url.split("://", 1)[0].lower()
+            _require(scheme in _CACHE_SCHEMES, f"cache.url: unsupported scheme {scheme}://; give {CACHE_URL_FORMS}")
+            parts = urllib.parse.urlsplit(url)
+            in_query = any(key.lower() == "password" for key in urllib.parse.parse_qs(parts.query))
+            _require(
+                parts.password is None and not in_query,  # never echoed
+                "cache.url must not contain a password (the config is logged): remove it and set PGPASSWORD, use "
+                "~/.pgpass, or name an environment variable holding it in cache.password_env",
+            )
+        _require(
+            self.password_env is None or bool(_ENV_VAR_NAME.fullmatch(self.password_env)),
+            "cache.password_env must be the NAME of an environment variable (e.g. CULTUREALIGN_CACHE_PASSWORD), not "
+            "the password itself; export the password and pass its variable name",
+        )
 
 
 @dataclass
@@ -339,11 +364,18 @@ class JobSpec:
             country.validate(f"dataset.countries: {country.label}")
         self.bootstrap.validate()
         self.mlflow.validate()
+        if self.cache.enabled:
+            self.cache.validate()
         _range(self.samples, 1, MAX_SAMPLES, "samples", f"a positive integer <= {MAX_SAMPLES}")
         _range(self.concurrency, 1, MAX_CONCURRENCY, "concurrency", f"a positive integer <= {MAX_CONCURRENCY}")
         _range(self.seed, 0, MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]")
         for role in self.batch_roles:
             _require(self.cache.enabled, f"{role}.batch=true stores the batch's answers in the response cache: set cache.enabled=true")
+            _require(
+                not self.cache.url.lower().startswith("postgresql"),
+                f"{role}.batch=true keeps its batch journal in a SQLite cache file: give cache.url a path "
+                "(a PostgreSQL cache can be seeded from it afterwards with culturealign-cache copy)",
+            )
         _require(
             self.estimator is Estimator.sample or self.style.extraction is Extraction.option_number,
             "estimator=logprobs works only with style=classification (free text needs sampling and a judge)",

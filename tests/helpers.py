@@ -35,7 +35,7 @@ def fake_model_overrides(base_url: str, data: Path, workdir: Path) -> list[str]:
         "model=openai-compatible",
         f"model.base_url={base_url}",
         f"dataset.path={data}",
-        f"cache.path={workdir / 'cache.sqlite'}",
+        f"cache.url={workdir / 'cache.sqlite'}",
         f"mlflow.tracking_uri=sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
     ]
 

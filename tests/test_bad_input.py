@@ -193,7 +193,7 @@ def test_no_question_matches_the_selection(server, workdir, tmp_path):
 def test_corrupt_cache_file(server, workdir, paper_csv, tmp_path):
     cache = tmp_path / "cache.sqlite"
     cache.write_bytes(b"this is not a database" * 100)
-    cfg = job_cfg(server.base_url, paper_csv, workdir, f"cache.path={cache}")
+    cfg = job_cfg(server.base_url, paper_csv, workdir, f"cache.url={cache}")
     fails_before_any_request(server, cfg, ConfigError, r"cannot open the response cache .*; delete the file or set")
 
 
@@ -234,7 +234,7 @@ CLI_CASES = {
 def test_cli_prints_one_line_and_exits_non_zero(server, tmp_path, paper_csv, overrides, expected):
     server.stats.reset()
     base = ["model=openai-compatible", f"model.base_url={server.base_url}", f"dataset.path={paper_csv}"]
-    base += [f"cache.path={tmp_path / 'cache.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    base += [f"cache.url={tmp_path / 'cache.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     result = run_cli([*base, *overrides], cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

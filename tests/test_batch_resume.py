@@ -98,7 +98,7 @@ def test_the_paper_sweep_runs_by_batch_at_the_batch_price_and_its_dry_run_shows_
             "experiment=table1", "model.batch=true", "judge.batch=true", *FAST, f"model.base_url={server.base_url}",
             "country=us,india", "samples=4", "dataset.limit=3", f"dataset.path={paper_csv}",
             "model.priced=true", "judge.priced=true",  # list prices, though the fake server is no priced host
-            f"cache.path={tmp_path / 'cache.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+            f"cache.url={tmp_path / 'cache.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
         ]  # fmt: skip
         env = {"OPENAI_API_KEY": "sk-test"}  # the table1 models are OpenAI's: the fake takes any key
         dry = run_cli(["--multirun", *common, "dry_run=true", f"hydra.sweep.dir={tmp_path / 'dry'}"], cwd=tmp_path)

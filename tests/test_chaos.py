@@ -259,7 +259,7 @@ def test_cli_exit_codes_and_one_line(tmp_path, paper_csv, case):
     overrides, code, expected = CLI[case]
     with FakeOpenAIServer() as server:
         base = ["model=openai-compatible", f"model.base_url={server.base_url}", f"dataset.path={paper_csv}"]
-        base += [f"cache.path={tmp_path / 'c.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+        base += [f"cache.url={tmp_path / 'c.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
         result = run_cli([*base, *overrides], cwd=tmp_path)
         assert server.stats.http_requests == 0
     assert result.returncode == code and result.stderr.strip().count("\n") == 0 and expected in result.stderr, result.stderr
@@ -274,7 +274,7 @@ def test_ctrl_c_prints_one_line_marks_the_run_killed_and_exits_130(tmp_path, pap
     with FakeOpenAIServer(latency=0.5) as server:
         command = [str(Path(sys.executable).with_name("culturealign")), "model=openai-compatible",
                    f"model.base_url={server.base_url}", f"dataset.path={paper_csv}", "samples=50",
-                   f"cache.path={tmp_path / 'c.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+                   f"cache.url={tmp_path / 'c.sqlite'}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
         process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while server.stats.requests == 0 and time.monotonic() < deadline and process.poll() is None:
@@ -296,7 +296,7 @@ def test_two_sweeps_in_one_folder_never_mix(tmp_path, paper_csv):
 
     with FakeOpenAIServer(latency=0.2) as server:
         args = ["--multirun", "model=openai-compatible", f"model.base_url={server.base_url}", f"dataset.path={paper_csv}",
-                "samples=3", "dataset.limit=2", f"cache.path={tmp_path / 'c.sqlite'}",
+                "samples=3", "dataset.limit=2", f"cache.url={tmp_path / 'c.sqlite'}",
                 f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
         command = [str(Path(sys.executable).with_name("culturealign")), *args]
         first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

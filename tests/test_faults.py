@@ -52,7 +52,7 @@ def test_flaky_server_every_sample_once_and_retries_counted(tmp_path, paper_csv,
     assert metrics["model_errors_429"] == faults["429"] + faults["429_retry_after"]
     assert metrics["model_errors_APIConnectionError"] == faults["drop"]
     assert f"{sum(faults.values())} retried after errors" in caplog.text
-    assert len(ResponseCache(cfg.cache.path)) == QUESTIONS * SAMPLES
+    assert len(ResponseCache(cfg.cache.url)) == QUESTIONS * SAMPLES
 
 
 def test_timeouts_are_retried(tmp_path, paper_csv):
@@ -78,7 +78,7 @@ def test_failure_beyond_retry_budget_keeps_cached_answers(tmp_path, paper_csv):
             run_in_process(cfg)
         client, failed = only_run(tmp_path)
         assert failed.info.status == "FAILED" and "HTTP 500" in failed.data.tags["culturealign.error"]
-        paid_for = len(ResponseCache(cfg.cache.path))
+        paid_for = len(ResponseCache(cfg.cache.url))
         assert 0 < paid_for < planned
         server.faults = FaultPlan()  # the outage is over
         server.stats.reset()

@@ -105,7 +105,7 @@ def test_mini_sweep_through_the_llama_cpp_server(tmp_path, paper_csv, llama_serv
         "judge=openai-compatible", "judge.name=smollm2",
         "style=classification,cot", "country=japan",
         f"dataset.path={paper_csv}", "dataset.limit=2", "samples=2", "model.max_tokens=24", "extraction.classification=leading",
-        "concurrency=2", f"cache.path={tmp_path / 'cache.sqlite'}",
+        "concurrency=2", f"cache.url={tmp_path / 'cache.sqlite'}",
         f"mlflow.tracking_uri=sqlite:///{db}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
     result = run_cli(args, cwd=tmp_path)

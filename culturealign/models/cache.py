@@ -1,7 +1,8 @@
 """Durable response cache: every answer is stored the moment it arrives, so nothing is paid for twice.
 
-SQLite in WAL mode, one short transaction per request, safe for the several processes of a parallel
-sweep. The key covers everything that changes an answer: the endpoint and model (`identity`), the
+One short transaction per request with insert-if-absent, safe for any number of processes: in a SQLite file
+(the default) or, for a cluster, in a PostgreSQL database every node shares (`cache.url`, see
+cache_store.py). The key covers everything that changes an answer: the endpoint and model (`identity`), the
 messages, every generation setting and the sample index, so 100 samples at temperature 0.7 are 100
 entries while the same sample asked again is a hit.
 """
@@ -10,26 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from culturealign.errors import ConfigError
 from culturealign.models.base import Completion, GenerateConfig, Message
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY,
-    identity TEXT NOT NULL,
-    text TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    first_token_logprobs TEXT,
-    created REAL NOT NULL,
-    finish_reason TEXT
-)
-"""
+from culturealign.models.cache_store import CONFIG_NAMES, Row, SettingNames, open_store
 
 
 def cache_key(identity: str, messages: Sequence[Message], config: GenerateConfig, sample_index: int) -> str:
@@ -38,49 +25,33 @@ def cache_key(identity: str, messages: Sequence[Message], config: GenerateConfig
 
 
 class ResponseCache:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            self._add_missing_columns()
-        except (sqlite3.DatabaseError, OSError) as error:
-            raise ConfigError(
-                f"cannot open the response cache {self.path} ({error}); delete the file or set cache.path elsewhere"
-            ) from None
+    """`url`: a path, `sqlite:///PATH` or `postgresql://USER@HOST[:PORT]/DATABASE` (no password in it: libpq's
+    PGPASSWORD / ~/.pgpass, or the variable `password_env` names). create=False: it must exist already."""
 
-    def _add_missing_columns(self) -> None:
-        """Caches written before `finish_reason` existed keep working (their answers read it as unknown)."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
-        if "finish_reason" not in columns:
-            try:
-                self._db.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
-            except sqlite3.OperationalError as error:  # another process added it first
-                if "duplicate column" not in str(error):
-                    raise
+    def __init__(
+        self,
+        url: str | Path,
+        password_env: str | None = None,
+        *,
+        create: bool = True,
+        names: SettingNames = CONFIG_NAMES,
+    ):
+        self._store = open_store(url, password_env, create=create, names=names)
+        self.url = self._store.display  # never holds a password
+        self.path = self._store.path  # the SQLite file, None for a database server
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
-        found: dict[str, Completion] = {}
-        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            chunk = keys[start : start + 500]
-            rows = self._db.execute(
-                "SELECT key, text, prompt_tokens, completion_tokens, first_token_logprobs, finish_reason FROM responses "
-                f"WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
+        return {
+            key: Completion(
+                text,
+                prompt_tokens,
+                completion_tokens,
+                json.loads(logprobs) if logprobs else None,
+                cached=True,
+                finish_reason=finish_reason,
             )
-            for key, text, prompt_tokens, completion_tokens, logprobs, finish_reason in rows:
-                found[key] = Completion(
-                    text,
-                    prompt_tokens,
-                    completion_tokens,
-                    json.loads(logprobs) if logprobs else None,
-                    cached=True,
-                    finish_reason=finish_reason,
-                )
-        return found
+            for key, text, prompt_tokens, completion_tokens, logprobs, finish_reason in self._store.fetch(keys)
+        }
 
     def lookup(
         self, identity: str, messages: Sequence[Message], config: GenerateConfig, sample_indices: Sequence[int]
@@ -90,7 +61,8 @@ class ResponseCache:
         found = self.get_many(list(keys.values()))
         return {index: found[key] for index, key in keys.items() if key in found}
 
-    def put_many(self, identity: str, entries: Sequence[tuple[str, Completion]]) -> None:
+    def put_many(self, identity: str, entries: Sequence[tuple[str, Completion]]) -> int:
+        """Store answers not stored yet (one transaction); returns how many were new."""
         now = time.time()  # set here: SQLite < 3.42 has no unixepoch('subsec'), a NULL default broke inserts
         rows = [
             (
@@ -105,16 +77,22 @@ class ResponseCache:
             )
             for key, c in entries
         ]
-        with self._db:
-            self._db.executemany(
-                # only a duplicate key is ignored (another process stored it first); other errors surface
-                "INSERT INTO responses (key, identity, text, prompt_tokens, completion_tokens, first_token_logprobs, "
-                "created, finish_reason) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(key) DO NOTHING",
-                rows,
-            )
+        return self._store.insert(rows)
+
+    def rows(self, batch: int = 1000) -> Iterator[list[Row]]:
+        """Every stored row (all columns of cache_store.COLUMNS), in key order, `batch` at a time."""
+        after = ""
+        while chunk := self._store.scan(after, batch):
+            yield chunk
+            after = chunk[-1][0]
+
+    def insert_rows(self, rows: Sequence[Row]) -> int:
+        """Store whole rows as they are (identity and time included) unless their key is stored; how many were new."""
+        return self._store.insert(rows)
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        return self._store.count()
 
     def close(self) -> None:
-        self._db.close()
+        self._store.close()
+
