@@ -105,7 +105,7 @@ def naive_loop(args, latency: float) -> tuple[float, int]:
 
     countries = [schema.load_country(name) for name in COUNTRIES]
     questions = select_questions(read_questions(args.data), countries, 2, None)
-    instructions = {s: OmegaConf.load(schema.conf_dir() / "style" / f"{s}.yaml").instruction for s in STYLES}
+    instructions = {s: OmegaConf.load(schema.conf_dir() / "style" / f"{s}.yaml").get("instruction") for s in STYLES}
     templates = list(OmegaConf.load(schema.conf_dir() / "scenarios" / "paper.yaml").templates)
     server = FakeServer(latency)
     client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=6)
