@@ -26,6 +26,7 @@ MAX_RESAMPLES = 100_000
 MAX_TOKENS = 32_768
 MAX_N_PER_REQUEST = 128  # OpenAI's limit for `n`
 MAX_SEED = 2**31 - 1
+MAX_PARALLEL = 254  # llama.cpp's 256 sequence ids, less the batched sampler's cached prompt and retired branches
 PRICED_HOSTS = ("api.openai.com",)  # endpoints whose list prices are charged (set model.priced otherwise)
 BATCH_MAX_REQUESTS = 50_000  # OpenAI's limits for one Batch API input file
 BATCH_MAX_MB = 200.0
@@ -98,6 +99,8 @@ class ModelSpec:
     n_ctx: int = 2048
     n_threads: int = 1
     n_threads_batch: Optional[int] = 1  # null: all cores
+    n_parallel: int = 128  # llamacpp: samples decoded together as parallel sequences (0: one after another)
+    n_ctx_parallel: int = 4096  # llamacpp: KV cells the parallel samples share (bounds their memory)
     # openai: true sends the job through the Batch API (culturealign/models/batch.py): answers within 24 h,
     # billed at the list prices x batch_price_factor (OpenAI: 0.5)
     batch: bool = False
@@ -125,6 +128,8 @@ class ModelSpec:
         _range(self.n_threads, 1, 1024, f"{group}.n_threads", "an integer >= 1")
         if self.n_threads_batch is not None:
             _range(self.n_threads_batch, 1, 1024, f"{group}.n_threads_batch", "null or an integer >= 1")
+        _range(self.n_parallel, 0, MAX_PARALLEL, f"{group}.n_parallel", f"an integer from 0 to {MAX_PARALLEL}")
+        _range(self.n_ctx_parallel, 256, 1_048_576, f"{group}.n_ctx_parallel", "an integer >= 256")
         self._check_endpoint(group)
         self._check_batch(group)
 

@@ -28,12 +28,12 @@ PROMPT = [
 ]
 
 
-def spec(path=None) -> ModelSpec:
-    return ModelSpec(provider=Provider.llamacpp, name="smollm2-135m", path=str(path) if path else None)
+def spec(path=None, n_parallel: int = 128) -> ModelSpec:
+    return ModelSpec(provider=Provider.llamacpp, name="smollm2-135m", path=str(path) if path else None, n_parallel=n_parallel)
 
 
-def provider(path=None, logprobs: bool = False) -> LlamaCppProvider:
-    return LlamaCppProvider(spec(path), "model", logprobs=logprobs)
+def provider(path=None, logprobs: bool = False, n_parallel: int = 128) -> LlamaCppProvider:
+    return LlamaCppProvider(spec(path, n_parallel), "model", logprobs=logprobs)
 
 
 def run(client: LlamaCppProvider, config: GenerateConfig, indices: list[int]):
@@ -69,18 +69,19 @@ def test_model_loaded_once_and_shared(model_path: Path) -> None:
     assert a.max_connections == 1
 
 
-def test_same_seed_and_index_give_identical_text_across_clients(model_path: Path) -> None:
+@pytest.mark.parametrize("n_parallel", [128, 0], ids=["batched", "sequential"])
+def test_same_seed_and_index_give_identical_text_across_clients(model_path: Path, n_parallel: int) -> None:
     config = GenerateConfig(temperature=0.7, max_tokens=4, seed=123)
-    first = run(provider(model_path), config, [0, 1, 2])
-    model = Model(spec(model_path), "model")  # the wrapper counts what the provider generates
+    first = run(provider(model_path, n_parallel=n_parallel), config, [0, 1, 2])
+    model = Model(spec(model_path, n_parallel), "model")  # the wrapper counts what the provider generates
     second = asyncio.run(model.complete(PROMPT, config, [0, 1, 2]))
     assert [c.text for c in first] == [c.text for c in second]
     assert all(c.prompt_tokens > 0 and 1 <= c.completion_tokens <= 4 for c in second)
-    assert model.usage.requests == 3  # n_per_request 1: one request per sample
+    assert model.usage.requests == (1 if n_parallel else 3)  # batched: the three samples in one request
     assert model.usage.prompt_tokens == sum(c.prompt_tokens for c in second) > 0
     assert model.usage.completion_tokens == sum(c.completion_tokens for c in second) > 0
     # a single index requested on its own gives the same sample as inside a batch
-    assert run(provider(), config, [2])[0].text == second[2].text
+    assert run(provider(n_parallel=n_parallel), config, [2])[0].text == second[2].text
 
 
 def test_no_seed_is_seed_zero_and_the_seed_changes_samples(model_path: Path) -> None:
@@ -157,14 +158,15 @@ def test_aclose_keeps_the_shared_model(model_path: Path) -> None:
     assert provider(model_path).llama is llm
 
 
-def test_sample_text_depends_on_seed_not_on_order_or_history(model_path: Path) -> None:
+@pytest.mark.parametrize("n_parallel", [128, 0], ids=["batched", "sequential"])
+def test_sample_text_depends_on_seed_not_on_order_or_history(model_path: Path, n_parallel: int) -> None:
     """Prefix reuse must not make a sample depend on what ran before it (resumed runs ask for subsets)."""
     config = GenerateConfig(temperature=0.7, top_p=1.0, max_tokens=8, seed=3)
-    client = provider(model_path)
+    client = provider(model_path, n_parallel=n_parallel)
     in_order = [c.text for c in run(client, config, list(range(6)))]
     other = [{"role": "user", "content": "Say hello."}]
     asyncio.run(client.generate(other, config, [0]))
     subset = [c.text for c in run(client, config, [4, 1])]
-    again = [c.text for c in run(provider(model_path), config, [1])]
+    again = [c.text for c in run(provider(model_path, n_parallel=n_parallel), config, [1])]
     assert subset == [in_order[4], in_order[1]] and again == [in_order[1]]
 

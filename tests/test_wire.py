@@ -71,29 +71,53 @@ def test_model_max_tokens_overrides_the_style_limit_and_logprobs_ask_for_one_tok
 
 
 class Recorder:
-    """Wraps llama.cpp's create_chat_completion and keeps the arguments of every call."""
+    """Wraps a callable and keeps the arguments of every call."""
 
-    def __init__(self, llm):
-        self.llm, self.original, self.calls = llm, llm.create_chat_completion, []
+    def __init__(self, original):
+        self.original, self.calls = original, []
 
-    def __call__(self, **kwargs):
-        self.calls.append(kwargs)
-        return self.original(**kwargs)
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.original(*args, **kwargs)
+
+
+OVERRIDES = ["model.temperature=0.4", "model.top_p=0.85", "seed=11", "samples=3", "dataset.limit=1", "model.max_tokens=5"]
+OVERRIDES += ["judge=smollm2-135m", "judge.max_tokens=6", "cache.enabled=false"]
 
 
 @pytest.mark.parametrize("style", ["classification", "cot"])
-def test_llama_cpp_calls_carry_the_configured_settings(paper_csv, tmp_path, monkeypatch, style):
+def test_llama_cpp_batched_jobs_carry_the_configured_settings(paper_csv, monkeypatch, style):
+    """The batched path (the default): each prompt's samples are one job of the parallel decoder."""
+    from culturealign.models.llamacpp import derive_seed
+    from culturealign.models.llamacpp_batch import ParallelDecoder
+
+    recorder = Recorder(ParallelDecoder.run)
+    monkeypatch.setattr(ParallelDecoder, "run", lambda self, jobs: recorder(self, jobs))
+    run_pipeline(make_cfg(f"style={style}", *OVERRIDES, f"dataset.path={paper_csv}"))
+    jobs = [job for (_, jobs), _ in recorder.calls for job in jobs]
+    sampled = [job for job in jobs if job.sampling.max_tokens == 5]
+    judged = [job for job in jobs if job.sampling.max_tokens == 6]
+    assert [job.seeds for job in sampled] == [tuple(derive_seed(11, i) for i in range(3))]
+    assert (sampled[0].sampling.temperature, sampled[0].sampling.top_p) == (0.4, 0.85)
+    assert bool(judged) == (style == "cot")
+    for job in judged:
+        assert (job.sampling.temperature, job.seeds) == (0.0, (derive_seed(11, 0),))
+
+
+@pytest.mark.parametrize("style", ["classification", "cot"])
+def test_llama_cpp_sequential_calls_carry_the_configured_settings(paper_csv, monkeypatch, style):
+    """The sequential path (n_parallel=0): one create_chat_completion call per sample."""
     from culturealign.models.llamacpp import LlamaCppProvider, derive_seed
     from culturealign.spec import ModelSpec, Provider
 
     llm = LlamaCppProvider(ModelSpec(provider=Provider.llamacpp, name="smollm2-135m"), "model").llama
-    recorder = Recorder(llm)
+    recorder = Recorder(llm.create_chat_completion)
     monkeypatch.setattr(llm, "create_chat_completion", recorder)
-    overrides = ["model.temperature=0.4", "model.top_p=0.85", "seed=11", "samples=3", "dataset.limit=1", "model.max_tokens=5"]
-    overrides += ["judge=smollm2-135m", "judge.max_tokens=6", f"dataset.path={paper_csv}", "cache.enabled=false"]
-    run_pipeline(make_cfg(f"style={style}", *overrides))
-    sampled = [c for c in recorder.calls if c.get("seed") is not None and c["max_tokens"] == 5]
-    judged = [c for c in recorder.calls if c.get("seed") is not None and c["max_tokens"] == 6]
+    sequential = ["model.n_parallel=0", "judge.n_parallel=0"]
+    run_pipeline(make_cfg(f"style={style}", *OVERRIDES, *sequential, f"dataset.path={paper_csv}"))
+    calls = [kwargs for _, kwargs in recorder.calls]
+    sampled = [c for c in calls if c.get("seed") is not None and c["max_tokens"] == 5]
+    judged = [c for c in calls if c.get("seed") is not None and c["max_tokens"] == 6]
     assert [c["seed"] for c in sampled] == [derive_seed(11, i) for i in range(3)]
     for call in sampled:
         assert (call["temperature"], call["top_p"], call["top_k"], call["min_p"]) == (0.4, 0.85, 0, 0.0)

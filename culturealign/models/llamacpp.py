@@ -1,12 +1,18 @@
 """In-process local model via llama-cpp-python (the embedded default: SmolLM2-135M-Instruct).
 
 The GGUF is loaded once per process per (file, n_ctx, logprobs) and shared by every client; calls are
-serialised (first come, first served) because a llama.cpp context is not thread-safe. Consecutive samples
-of the same prompt reuse its evaluated prefix (the KV cache) instead of re-reading the whole prompt each
-time; the context is reset whenever the prompt changes. Each sample gets a seed
-derived from (seed, sample index), and every sample starts from the same cached prefix (see
-`_evaluate_prompt`), so a sample's text depends only on the prompt, the settings and its seed: the same
-in any run, in any order, and when a resumed run asks for only the missing samples.
+serialised (first come, first served) because a llama.cpp context is not thread-safe.
+
+Samples (unless first-token log-probabilities are asked for) run together as parallel sequences in
+llama.cpp batches (`llamacpp_batch.ParallelDecoder`, on a second context of the same weights: at most
+`n_parallel` samples at a time in `n_ctx_parallel` KV cells). With n_parallel=0, and always for
+log-probabilities, they run one after another through create_chat_completion, where consecutive samples
+of the same prompt reuse its evaluated prefix (the KV cache) and the context is reset whenever the prompt
+changes; every sample starts from the same cached prefix (see `_evaluate_prompt`). Either way each sample
+gets a seed derived from (seed, sample index), so a sample's text depends only on the prompt, the
+settings and its index: the same in any run, in any order, and when a resumed run asks for only the
+missing samples. The two paths round differently (see `llamacpp_batch`), so an index's text may differ
+between them; both draw from the model's distribution.
 Sampling is plain temperature/top-p (llama.cpp's top-k, min-p, typical-p and repetition penalties are
 switched off). First-token log-probabilities are the model's raw (temperature 1) ones: llama-cpp-python
 computes them by log-softmax over the unmodified logits. logprobs=True loads with logits_all=True, which
@@ -40,6 +46,8 @@ INSTALL_HINT = (
 # (resolved path, n_ctx, logits_all) -> (Llama, lock serialising its use)
 _MODELS: dict[tuple[str, int, bool], tuple[Any, threading.Lock]] = {}
 _LAST_PROMPT: dict[int, list[Message]] = {}  # id(Llama) -> the prompt whose prefix its KV cache holds
+# (id(Llama), n_parallel, n_ctx_parallel, n_threads_batch) -> the batched sampler on that model's weights
+_DECODERS: dict[tuple[int, int, int, int], Any] = {}
 # Each generation leaves a ~0.5 MB llama.cpp sampler in a reference cycle that only the cyclic GC frees,
 # and Python's GC does not see the C memory: collect every so many samples (7,200 samples grew to 4.8 GB).
 COLLECT_EVERY = 64
@@ -50,6 +58,9 @@ _LOAD_LOCK = threading.Lock()
 def _close_models() -> None:
     """Free the models before interpreter shutdown tears down llama.cpp's bindings (else __del__ fails noisily)."""
     with _LOAD_LOCK:
+        for decoder in _DECODERS.values():
+            decoder.close()
+        _DECODERS.clear()
         for llm, _ in _MODELS.values():
             llm.close()
         _MODELS.clear()
@@ -108,6 +119,7 @@ class LlamaCppProvider:
         # busy machine); reading a prompt in a batch does use every core.
         self.n_threads = (spec.n_threads, spec.n_threads_batch or os.cpu_count() or 1)
         self.n_ctx, self.logprobs, self.role = spec.n_ctx, logprobs, role
+        self.n_parallel, self.n_ctx_parallel = spec.n_parallel, spec.n_ctx_parallel
         self._identity = self.endpoint = _identity(self.path)
         self._queues: dict[int, asyncio.Lock] = {}  # per event loop; FIFO: requests served in order made
 
@@ -117,7 +129,8 @@ class LlamaCppProvider:
 
     @classmethod
     def samples_per_request(cls, spec: ModelSpec) -> int:
-        return spec.n_per_request
+        """A request holds up to `n_parallel` sample indices of a prompt, all decoded together."""
+        return max(1, spec.n_parallel)
 
     @property
     def llama(self) -> Any:
@@ -135,6 +148,9 @@ class LlamaCppProvider:
 
     def _generate_sync(self, messages: list[Message], config: GenerateConfig, indices: list[int]) -> list[Completion]:
         llm, lock = _load(self.path, self.n_ctx, self.logprobs, self.n_threads)
+        if config.top_logprobs == 0 and self.n_parallel > 0:
+            with lock:
+                return self._generate_parallel(llm, messages, config, [derive_seed(config.seed or 0, i) for i in indices])
         results = []
         with lock:
             if _LAST_PROMPT.get(id(llm)) != messages:
@@ -163,6 +179,36 @@ class LlamaCppProvider:
     async def preflight(self, needs_logprobs: bool) -> None:
         """Load the model now: a file that is not a loadable GGUF fails before any sampling."""
         await asyncio.to_thread(lambda: self.llama)
+
+    def _generate_parallel(self, llm: Any, messages: list[Message], config: GenerateConfig, seeds: list[int]) -> list[Completion]:
+        """All samples in one batched run; token ids, stop strings and max_tokens as create_chat_completion."""
+        from culturealign.models.llamacpp_batch import Job, Sampling, chat_prompt
+
+        prompt, stop = chat_prompt(llm, messages)
+        if len(prompt) >= llm.n_ctx():
+            raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {llm.n_ctx()}")
+        max_tokens = min(config.max_tokens or DEFAULT_MAX_TOKENS, llm.n_ctx() - len(prompt))
+        decoder = self._decoder(llm)
+        if decoder.capacity(len(prompt), max_tokens) == 0:
+            raise ValueError(
+                f"a {len(prompt)}-token prompt with max_tokens={max_tokens} does not fit in "
+                f"{self.role}.n_ctx_parallel={self.n_ctx_parallel} KV cells: raise it or lower max_tokens"
+            )
+        [generations] = decoder.run([Job(tuple(prompt), tuple(seeds), Sampling(config.temperature, config.top_p, max_tokens, stop))])
+        return [
+            Completion(g.text, prompt_tokens=len(prompt), completion_tokens=g.completion_tokens, finish_reason=g.finish_reason)
+            for g in generations
+        ]
+
+    def _decoder(self, llm: Any) -> Any:
+        """The process-wide batched sampler for this model and these settings (called under the model lock)."""
+        from culturealign.models.llamacpp_batch import ParallelDecoder
+
+        key = (id(llm), self.n_parallel, self.n_ctx_parallel, self.n_threads[1])
+        with _LOAD_LOCK:
+            if key not in _DECODERS:
+                _DECODERS[key] = ParallelDecoder(llm.model, self.n_parallel, self.n_ctx_parallel, self.n_threads[1])
+            return _DECODERS[key]
 
     def should_retry(self, error: Exception) -> bool:
         return False  # a local model fails the same way twice
