@@ -103,21 +103,18 @@ def test_world_figures_draw_the_tracked_numbers(world_sweep):
     by_label = {run.country_label: run for run in sweep.runs}
     ticks = [tick.get_text().split(". ", 1)[1] for tick in axis.get_yticklabels()]
     assert sorted(ticks) == sorted(by_label)
-    points, uniform = axis.collections[-1], None
+    points = axis.collections[-1]  # the uniform-model ticks, drawn after the intervals
     line = axis.lines[0]
     drawn = dict(zip(ticks, line.get_xdata()))
     assert drawn == pytest.approx({label: run.metrics["wasserstein_similarity"] for label, run in by_label.items()})
     bars = [c for c in axis.collections if c is not points][0]
-    spans = {ticks[round(seg[0][1])]: (seg[0][0], seg[1][0]) for seg in bars.get_segments()}
-    assert spans == pytest.approx({
-        label: (run.metrics["wasserstein_similarity_ci_low"], run.metrics["wasserstein_similarity_ci_high"])
+    spans = {ticks[round(seg[0][1])]: (round(seg[0][0], 9), round(seg[1][0], 9)) for seg in bars.get_segments()}
+    assert spans == {
+        label: (round(run.metrics["wasserstein_similarity_ci_low"], 9), round(run.metrics["wasserstein_similarity_ci_high"], 9))
         for label, run in by_label.items()
-    })  # fmt: skip
-    uniform = {ticks[round(y)]: x for x, y in points.get_offsets()}
-    expected_uniform = {
-        run.country_label: baselines.uniform_baseline(run.humans()) for run in sweep.runs
     }
-    assert uniform == pytest.approx(expected_uniform)
+    uniform = {ticks[round(y)]: x for x, y in points.get_offsets()}
+    assert uniform == pytest.approx({run.country_label: baselines.uniform_baseline(run.humans()) for run in sweep.runs})
 
     labels, matrix, _ = world.human_matrix(sweep)
     heat = world.heatmap_figure(sweep, labels, matrix)
