@@ -80,7 +80,7 @@ def test_the_world_sweep_ranks_every_swept_country(world_sweep):
     assert {row["n_questions"] for row in ranking} == {str(QUESTIONS)}
     text = (folder / "world_ranking.txt").read_text(encoding="utf-8")
     assert all(f". {label} " in text for label in labels)
-    assert "dataset.selection=per_country; questions per country: " in text
+    assert f"dataset.selection=per_country; {QUESTIONS} questions per country." in text
     table1 = (folder / "table1.txt").read_text(encoding="utf-8")
     assert "dataset.selection=per_country" in table1 and "Palestinian" in table1
     with (folder / "world_human_similarity.csv").open(encoding="utf-8") as handle:
@@ -139,3 +139,19 @@ def test_world_figures_draw_the_tracked_numbers(world_sweep):
     np.fill_diagonal(distance, 0.0)
     order = leaves_list(linkage(squareform(distance, checks=False), method="average"))
     assert [unordered[i] for i in order] == labels
+
+
+def test_the_footnote_names_the_selection_and_each_countrys_question_count():
+    from culturealign.report.runs import RunRecord, Sweep
+    from culturealign.report.table import questions_note
+
+    def run(country: str, label: str, n: int, mode: str) -> RunRecord:
+        params = {"country": country, "style": "classification", "dataset.selection": mode, "dataset.countries": "us,china"}
+        return RunRecord(country, 0, params, {"n_questions": n}, label, [])
+
+    mixed = Sweep("p", [run("us", "US", 72, "per_country"), run("kenya", "Kenya", 54, "per_country")])
+    assert questions_note(mixed) == "Questions: dataset.selection=per_country; questions per country: US 72, Kenya 54."
+    shared = Sweep("p", [run("us", "US", 72, "shared"), run("china", "China", 72, "shared")])
+    assert questions_note(shared) == (
+        "Questions: dataset.selection=shared, the same 72 for every country (answered by all of us,china)."
+    )

@@ -107,6 +107,8 @@ def questions_note(sweep: Sweep) -> str:
         countries = sweep.constant("dataset.countries") or "dataset.countries"
         n = f"{next(iter(counts.values()))} " if counts else ""
         return f"Questions: dataset.selection=shared, the same {n}for every country (answered by all of {countries})."
+    if len(set(counts.values())) == 1:
+        return f"Questions: dataset.selection={'/'.join(modes)}; {next(iter(counts.values()))} questions per country."
     per_country = ", ".join(f"{label} {n}" for label, n in counts.items())
     return f"Questions: dataset.selection={'/'.join(modes)}; questions per country: {per_country}."
 

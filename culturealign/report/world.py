@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,23 +99,25 @@ def ranking_figure(sweep: Sweep, ranked_panels):
     """One panel per style (and group): countries top to bottom, best first; the point is the similarity,
     the bar its interval, the grey mark the uniform-random model on that country's questions."""
     n_countries = max(len(ranked) for _, _, ranked in ranked_panels)
-    figure, axes = _figure(1, len(ranked_panels), 4.6, max(3.0, 0.24 * n_countries + 1.2))
+    width = max(6.5, 13.0 / len(ranked_panels))  # room for the title's lines
+    figure, axes = _figure(1, len(ranked_panels), width, max(3.0, 0.24 * n_countries + 1.6))
     colours = dict(zip(sweep.styles(), _colours(len(sweep.styles()))))
     labels = dict(zip(sweep.styles(), sweep.style_labels()))
     for axis, (style, group, ranked) in zip(axes[0], ranked_panels):
         y = np.arange(len(ranked))
         values, low, high = (np.array(column) for column in zip(*(r.similarity for r in ranked)))
         axis.errorbar(values, y, xerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)], fmt="o",
-                      color=colours[style], capsize=2, markersize=4, label=f"{labels[style]}: similarity [CI]")  # fmt: skip
+                      color=colours[style], capsize=2, markersize=4, label="similarity [CI]")  # fmt: skip
         axis.scatter([r.uniform for r in ranked], y, marker="|", s=120, color="grey", zorder=3, label="uniform-random model")
         axis.set_yticks(y, [f"{r.rank}. {r.run.country_label}" for r in ranked], fontsize="small")
         axis.set_ylim(len(ranked) - 0.5, -0.5)  # best at the top
         axis.set_xlabel(SIMILARITY_LABEL)
         axis.set_title(", ".join(filter(None, [labels[style], sweep.group_label(group)])))
-        axis.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.0 / max(n_countries, 8)))
-    _title(figure, "Countries ranked by " + SIMILARITY_LABEL, sweep,
-           f"points: mean over each country's questions; bars: {sweep.interval()}; grey: uniform-random model\n"
-           + questions_note(sweep))  # fmt: skip
+    handles, names_ = figure.axes[0].get_legend_handles_labels()
+    figure.legend(handles, names_, loc="outside lower center", ncols=2, fontsize="small")
+    detail = f"points: mean over each country's questions; bars: {sweep.interval()}; grey: uniform-random model. "
+    wrapped = textwrap.fill(detail + questions_note(sweep), int(13 * width * len(ranked_panels)))
+    _title(figure, "Countries ranked by " + SIMILARITY_LABEL, sweep, wrapped)
     return figure
 
 
