@@ -57,9 +57,9 @@ def load_questions(spec: JobSpec, path: Path) -> list[Question]:
     data = spec.dataset
     questions = select_questions(read_questions(path), spec.selection, data.n_options, data.limit)
     if not questions:
-        countries, key = ", ".join(c.label for c in spec.selection), "dataset.countries"
+        countries, key = ", ".join(data.countries), "dataset.countries"
         if data.selection is SelectionMode.per_country:
-            key = "the country (dataset.selection=per_country)"
+            countries, key = spec.country.label, "the country (dataset.selection=per_country)"
         raise DatasetError(
             f"no question in {path} has {data.n_options} options and human data for {countries}; "
             f"check dataset.path and {key}"

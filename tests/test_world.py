@@ -155,3 +155,21 @@ def test_the_footnote_names_the_selection_and_each_countrys_question_count():
     assert questions_note(shared) == (
         "Questions: dataset.selection=shared, the same 72 for every country (answered by all of us,china)."
     )
+
+
+def test_the_report_flag_adds_the_world_report_to_a_small_sweep(mini_sweep, tmp_path):
+    """Two countries (the Table 1 mini sweep) get no world report unless asked; asked, one panel per style."""
+    from culturealign.report.cli import report_main
+
+    plain, world_dir = tmp_path / "plain", tmp_path / "world"
+    assert report_main(["--tracking-uri", mini_sweep.uri, "--out", str(plain), "--no-log"]) == 0
+    assert (plain / "table1.txt").is_file() and not list(plain.glob("world_*"))
+    assert report_main(["--tracking-uri", mini_sweep.uri, "--out", str(world_dir), "--no-log", "--world"]) == 0
+    with (world_dir / "world_ranking.csv").open(encoding="utf-8") as handle:
+        ranking = list(csv.DictReader(handle))
+    assert sorted((row["style"], row["rank"]) for row in ranking) == sorted(
+        (style, rank) for style in ("classification", "cot", "scenarios") for rank in ("1", "2")
+    )
+    assert {row["country_label"] for row in ranking} == {"US", "India"}
+    assert {row["dataset.selection"] for row in ranking} == {"shared"}
+    assert (world_dir / "world_ranking.png").stat().st_size > 0 and (world_dir / "world_human_similarity.png").is_file()
