@@ -44,7 +44,7 @@ def world_sweep(tmp_path_factory, paper_csv):
         result = run_cli(args, cwd=workdir, env={"MPLCONFIGDIR": str(workdir / "mplconfig")}, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
-    return workdir, mlflow.MlflowClient(uri)
+    return workdir, mlflow.MlflowClient(uri), result.stdout
 
 
 def test_every_generated_country_gets_its_own_questions(paper_csv, quirk_csv):
@@ -66,7 +66,7 @@ def test_every_generated_country_gets_its_own_questions(paper_csv, quirk_csv):
 
 
 def test_the_world_sweep_ranks_every_swept_country(world_sweep):
-    workdir, _ = world_sweep
+    workdir, _, printed = world_sweep
     swept = world_countries()
     labels = {load_country(name).label for name in swept}
     folder = next((workdir / "multirun" / "report").glob("world_ranking.csv")).parent
@@ -83,6 +83,9 @@ def test_the_world_sweep_ranks_every_swept_country(world_sweep):
     assert f"dataset.selection=per_country; {QUESTIONS} questions per country." in text
     table1 = (folder / "table1.txt").read_text(encoding="utf-8")
     assert "dataset.selection=per_country" in table1 and "Palestinian" in table1
+    assert "Human populations are in world_human_similarity.png" in table1
+    assert max(len(line) for line in table1.splitlines()) <= 110  # no column per other country
+    assert "World ranking: " in printed and all(f". {label} " in printed for label in labels)  # the sweep's last words
     with (folder / "world_human_similarity.csv").open(encoding="utf-8") as handle:
         pairs = list(csv.DictReader(handle))
     assert len(pairs) == 35 * 35 and {row["country_label"] for row in pairs} == labels
@@ -93,7 +96,7 @@ def test_world_figures_draw_the_tracked_numbers(world_sweep):
     from culturealign.report import baselines, world
     from culturealign.report.runs import latest_sweep_id, load_sweep
 
-    _, client = world_sweep
+    _, client, _ = world_sweep
     sweep = load_sweep(client, latest_sweep_id(client, "culturealign"))
     references = baselines.references(sweep)
     panels = world.panels(sweep, references)

@@ -50,7 +50,11 @@ def write_report(sweep: Sweep, folder: Path, world_report: bool = False) -> Repo
     """The report's files; with the world report (`world.py`) when asked or when the sweep has many countries."""
     references = baselines.references(sweep)
     comparisons = compare.comparisons(sweep)
-    tables = [table.table1(sweep), table.references_table(sweep, references), table.paired_table(comparisons)]
+    world_report = world_report or world.is_world(sweep)  # its heatmap replaces the human-population columns
+    shown = world.without_humans(references) if world_report else references
+    tables = [table.table1(sweep), table.references_table(sweep, shown), table.paired_table(comparisons)]
+    if world_report:
+        tables[1].notes.append(f"Human populations are in {world.HEATMAP_PNG} and {world.HUMANS_CSV} (one column each would not fit).")
     text = "\n".join(table.text(t) for t in tables)
     files = {
         "table1.txt": text,
@@ -65,8 +69,9 @@ def write_report(sweep: Sweep, folder: Path, world_report: bool = False) -> Repo
     table.write_questions_csv(sweep, folder / "questions.csv")
     pictures = figures.write_figures(sweep, references, folder)
     written = [folder / name for name in (*files, "table1.csv", "paired.csv", "questions.csv")] + pictures
-    if world_report or world.is_world(sweep):
-        written += world.write_world(sweep, references, folder)
+    if world_report:
+        world_files, ranking = world.write_world(sweep, references, folder)
+        written, text = written + world_files, f"{text}\n{ranking}"
     summary = table.markdown(tables[0]) + f"\nThe full report (reference points, paired differences, figures) is in {ARTIFACT_FOLDER}/.\n"
     return Report(sweep.parent_id, folder, written, text, cell_metrics(sweep), summary)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,13 +152,21 @@ def ranking_text(sweep: Sweep, ranked_panels) -> str:
     return "\n".join(lines)
 
 
-def write_world(sweep: Sweep, references: dict[tuple, References], folder: Path) -> list[Path]:
-    """The world report's files in `folder`: the two figures, the ranking as text and the CSVs of what they draw."""
+def without_humans(references: dict[tuple, References]) -> dict[tuple, References]:
+    """The reference points without the other populations (for the reference table of a world sweep: one
+    column per country would not fit; the heatmap and its CSV show them)."""
+    return {key: replace(refs, humans={}) for key, refs in references.items()}
+
+
+def write_world(sweep: Sweep, references: dict[tuple, References], folder: Path) -> tuple[list[Path], str]:
+    """The world report's files in `folder` (the two figures, the ranking as text and the CSVs of what they
+    draw), and the ranking's text."""
     ranked_panels = panels(sweep, references)
     labels, matrix, shared = human_matrix(sweep)
     ranking_figure(sweep, ranked_panels).savefig(folder / RANKING_PNG)
     heatmap_figure(sweep, labels, matrix).savefig(folder / HEATMAP_PNG)
-    (folder / RANKING_TXT).write_text(ranking_text(sweep, ranked_panels), encoding="utf-8")
+    text = ranking_text(sweep, ranked_panels)
+    (folder / RANKING_TXT).write_text(text, encoding="utf-8")
     with (folder / RANKING_CSV).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*sweep.keys, "style", "style_label", "rank", "country", "country_label", "run_id",
@@ -175,4 +183,4 @@ def write_world(sweep: Sweep, references: dict[tuple, References], folder: Path)
         for i, a in enumerate(labels):
             for j, b in enumerate(labels):
                 writer.writerow([i + 1, a, b, "" if math.isnan(matrix[i, j]) else matrix[i, j], int(shared[i, j])])
-    return [folder / name for name in (RANKING_TXT, RANKING_CSV, HUMANS_CSV, RANKING_PNG, HEATMAP_PNG)]
+    return [folder / name for name in (RANKING_TXT, RANKING_CSV, HUMANS_CSV, RANKING_PNG, HEATMAP_PNG)], text
