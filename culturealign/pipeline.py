@@ -21,7 +21,7 @@ from culturealign.models.model import Model
 from culturealign.progress import Progress
 from culturealign.sampling import PlannedPrompt, Response, collect, plan
 from culturealign.scoring import Scores, summarise
-from culturealign.spec import CountrySpec, Estimator as EstimatorName, JobSpec, StyleKind
+from culturealign.spec import CountrySpec, Estimator as EstimatorName, JobSpec, Selection as SelectionMode, StyleKind
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,12 @@ def load_questions(spec: JobSpec, path: Path) -> list[Question]:
     data = spec.dataset
     questions = select_questions(read_questions(path), spec.selection, data.n_options, data.limit)
     if not questions:
+        countries, key = ", ".join(data.countries), "dataset.countries"
+        if data.selection is SelectionMode.per_country:
+            countries, key = spec.country.label, "the country (dataset.selection=per_country)"
         raise DatasetError(
-            f"no question in {path} has {data.n_options} options and human data for "
-            f"{', '.join(data.countries)}; check dataset.path and dataset.countries"
+            f"no question in {path} has {data.n_options} options and human data for {countries}; "
+            f"check dataset.path and {key}"
         )
     for question in questions:
         question.human_distribution(spec.country)  # raises a DatasetError naming the keys available

@@ -60,6 +60,13 @@ class Estimator(Enum):
     logprobs = "logprobs"  # classification only: one request, first-token probabilities
 
 
+class Selection(Enum):
+    """Which questions a job asks (README: "Question sets")."""
+
+    shared = "shared"  # the paper's: questions answered by every country of dataset.countries (same set for all jobs)
+    per_country = "per_country"  # every question the job's own country answered (dataset.countries unused)
+
+
 class BootstrapMethod(Enum):
     percentile = "percentile"
     basic = "basic"
@@ -247,10 +254,14 @@ class DatasetSpec:
     cache_dir: Optional[str] = None  # null: huggingface_hub's cache (HF_HUB_CACHE, HF_HOME)
     n_options: int = 2
     countries: List[str] = field(default_factory=list)  # country configs whose human data every question needs
+    selection: Selection = Selection.shared  # per_country: the job's own country's questions, not dataset.countries
     limit: Optional[int] = None  # first N selected questions only
 
     def validate(self) -> None:
-        _require(bool(self.countries), "dataset.countries must list at least one country")
+        _require(
+            bool(self.countries) or self.selection is Selection.per_country,
+            "dataset.countries must list at least one country (or set dataset.selection=per_country)",
+        )
         _range(self.n_options, 2, 100, "dataset.n_options", "an integer in [2, 100]")
         if self.limit is not None:
             _range(self.limit, 1, 1_000_000, "dataset.limit", "null or > 0")
@@ -351,7 +362,8 @@ class JobSpec:
     bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
     mlflow: TrackingSpec = field(default_factory=TrackingSpec)
     cache: CacheSpec = field(default_factory=CacheSpec)
-    # Filled at the edge, never in YAML: the countries named by dataset.countries, and the group choices.
+    # Filled at the edge, never in YAML: the countries whose human data every question needs (those named by
+    # dataset.countries; with dataset.selection=per_country, the job's own country), and the group choices.
     selection: List[CountrySpec] = field(default_factory=list)
     choices: Dict[str, str] = field(default_factory=dict)
 

@@ -34,6 +34,7 @@ LAYERS = {  # module (or package prefix) -> layer; higher layers may import lowe
     "culturealign.report": 6,
     "culturealign.app": 7,
     "culturealign.api": 7,  # the Python API: the CLI's twin
+    "culturealign.countries": 7,  # generates conf/country from the dataset's keys
     "culturealign": 7,  # __init__ / __main__
 }
 TRACKING_MAY_IMPORT = (

@@ -254,7 +254,8 @@ def test_the_footnote_describes_the_table_it_is_under():
     note = table.table1(Sweep("parent", runs, keys=varying_keys(runs))).notes
     assert "[95% bootstrap CI over questions]" in note[0]
     assert "(Classification: not exactly an option number; CoT, Scenarios: the judge found none)" in note[0]
-    assert len(note) == 1  # every cell run: no "not run" line
+    assert note[1].startswith("Questions: dataset.selection=shared, the same for every country")
+    assert len(note) == 2  # every cell run: no "not run" line
     for run in runs:
         run.params.update({"estimator": "sample", "extraction.classification": "leading", "bootstrap.confidence": "0.9",
                            "bootstrap.resamples": "500", "bootstrap.method": "bca"})

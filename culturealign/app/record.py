@@ -53,7 +53,7 @@ def log_dataset(run: JobRun, spec: JobSpec, questions: list[Question]) -> None:
     data = spec.dataset
     source = str(Path(data.path).expanduser().resolve()) if data.path else data.url
     profile = {"questions": len(questions), "n_options": data.n_options, "countries": list(data.countries),
-               "limit": data.limit}  # fmt: skip
+               "selection": data.selection.value, "limit": data.limit}  # fmt: skip
     run.log_dataset(spec.choices.get("dataset") or "globalopinionqa", question_digest(questions), source, profile)
 
 

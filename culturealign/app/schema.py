@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from culturealign.errors import ConfigError
-from culturealign.spec import PRICED_HOSTS, CountrySpec, JobSpec, Provider
+from culturealign.spec import PRICED_HOSTS, CountrySpec, JobSpec, Provider, Selection
 
 CONF_DIR_NAME = "conf"
 _SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|authorization|credentials?)$", re.IGNORECASE)
@@ -58,7 +58,10 @@ def job_spec(cfg: DictConfig, choices: dict[str, str]) -> JobSpec:
     """The validated spec of a composed job config (raises a one-line ConfigError)."""
     refuse_secrets(cfg)
     spec = _typed(cfg, JobSpec)
-    spec.selection = [load_country(name) for name in spec.dataset.countries]
+    if spec.dataset.selection is Selection.per_country:  # each job asks every question its own country answered
+        spec.selection = [spec.country]
+    else:
+        spec.selection = [load_country(name) for name in spec.dataset.countries]
     spec.choices = {group: str(choice) for group, choice in choices.items() if choice is not None}
     return spec.validate()
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from culturealign.report import baselines, compare, figures, table
+from culturealign.report import baselines, compare, figures, table, world
 from culturealign.report.runs import Sweep, latest_sweep_id, load_sweep, open_client
 from culturealign.tracking import names
 
@@ -33,22 +33,28 @@ def build_report(
     parent_id: str | None = None,
     folder: Path | None = None,
     log_to_mlflow: bool = True,
+    world_report: bool = False,
 ) -> Report:
     client = open_client(tracking_uri)
     parent_id = parent_id or latest_sweep_id(client, experiment)
     sweep = load_sweep(client, parent_id)
     folder = folder or default_folder(parent_id)
     folder.mkdir(parents=True, exist_ok=True)
-    report = write_report(sweep, folder)
+    report = write_report(sweep, folder, world_report)
     if log_to_mlflow:
         log_report(client, report)
     return report
 
 
-def write_report(sweep: Sweep, folder: Path) -> Report:
+def write_report(sweep: Sweep, folder: Path, world_report: bool = False) -> Report:
+    """The report's files; with the world report (`world.py`) when asked or when the sweep has many countries."""
     references = baselines.references(sweep)
     comparisons = compare.comparisons(sweep)
-    tables = [table.table1(sweep), table.references_table(sweep, references), table.paired_table(comparisons)]
+    world_report = world_report or world.is_world(sweep)  # its heatmap replaces the human-population columns
+    shown = world.without_humans(references) if world_report else references
+    tables = [table.table1(sweep), table.references_table(sweep, shown), table.paired_table(comparisons)]
+    if world_report:
+        tables[1].notes.append(f"Human populations are in {world.HEATMAP_PNG} and {world.HUMANS_CSV} (one column each would not fit).")
     text = "\n".join(table.text(t) for t in tables)
     files = {
         "table1.txt": text,
@@ -63,6 +69,9 @@ def write_report(sweep: Sweep, folder: Path) -> Report:
     table.write_questions_csv(sweep, folder / "questions.csv")
     pictures = figures.write_figures(sweep, references, folder)
     written = [folder / name for name in (*files, "table1.csv", "paired.csv", "questions.csv")] + pictures
+    if world_report:
+        world_files, ranking = world.write_world(sweep, references, folder)
+        written, text = written + world_files, f"{text}\n{ranking}"
     summary = table.markdown(tables[0]) + f"\nThe full report (reference points, paired differences, figures) is in {ARTIFACT_FOLDER}/.\n"
     return Report(sweep.parent_id, folder, written, text, cell_metrics(sweep), summary)
 

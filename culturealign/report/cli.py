@@ -41,13 +41,15 @@ def report_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-run", default=None, help="the sweep's parent run id (default: the latest sweep)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/reports/<parent run id>)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
+    parser.add_argument("--world", action="store_true", help="add the world report (ranking, human-similarity "
+                        "heatmap) even when the sweep has fewer than 8 countries")  # fmt: skip
     return _run(parser, _report, argv)
 
 
 def _report(args) -> None:
     from culturealign.report.build import build_report
 
-    report = build_report(args.tracking_uri, args.experiment, args.parent_run, args.out, not args.no_log)
+    report = build_report(args.tracking_uri, args.experiment, args.parent_run, args.out, not args.no_log, args.world)
     print(report.text)
     logged = f"; logged to run {report.parent_id} under report/" if not args.no_log else ""
     print(f"Report: {', '.join(p.name for p in report.files)} in {report.folder}{logged}")

@@ -81,6 +81,7 @@ def table1(sweep: Sweep) -> Table:
     if any(DASH in row for row in rows):
         notes.append(f"{DASH}: not run.")
     notes += [f"Not included: {s}." for s in sweep.skipped]
+    notes.append(questions_note(sweep))
     return Table(
         "Table 1",
         f"Cultural alignment by interaction style: {sweep.setting()}{_judge(sweep)}",
@@ -92,6 +93,24 @@ def table1(sweep: Sweep) -> Table:
         [row.group for row in sweep.rows()],
         list(sweep.keys),
     )
+
+
+def questions_note(sweep: Sweep) -> str:
+    """Which question set the runs used (dataset.selection), and how many questions each country contributed."""
+    modes = sorted({run.params.get(names.SELECTION_PARAM) or "shared" for run in sweep.runs})
+    counts: dict[str, int] = {}
+    for run in sweep.runs:
+        n = run.metrics.get(names.N_QUESTIONS)
+        if n is not None and n == n:
+            counts[run.country_label] = max(counts.get(run.country_label, 0), int(n))
+    if modes == ["shared"] and len(set(counts.values())) <= 1:
+        countries = sweep.constant("dataset.countries") or "dataset.countries"
+        n = f"{next(iter(counts.values()))} " if counts else ""
+        return f"Questions: dataset.selection=shared, the same {n}for every country (answered by all of {countries})."
+    if len(set(counts.values())) == 1:
+        return f"Questions: dataset.selection={'/'.join(modes)}; {next(iter(counts.values()))} questions per country."
+    per_country = ", ".join(f"{label} {n}" for label, n in counts.items())
+    return f"Questions: dataset.selection={'/'.join(modes)}; questions per country: {per_country}."
 
 
 def _unclassifiable_rule(sweep: Sweep) -> str:

@@ -47,7 +47,10 @@ COUNTRY_LABEL_PARAM = "country.label"  # the display label (US, China, ...) for 
 STYLE_LABEL_PARAM = "style.label"  # the paper's label (Classification, CoT, Scenarios) for tables
 PARAM_GROUPS = ("model", "judge")  # every scalar of these specs is logged as `group.key`
 JOB_PARAMS = ("samples", "seed", "concurrency", "estimator")
-DATASET_PARAMS = ("path", "limit", "n_options", "countries", "repo_id", "filename", "revision", "sha256")  # revision, sha256: of the file read
+DATASET_PARAMS = (
+    "path", "limit", "n_options", "countries", "selection", "repo_id", "filename", "revision", "sha256",
+)  # revision, sha256: of the file read; selection: shared | per_country (which questions a job asks)
+SELECTION_PARAM = "dataset.selection"
 BOOTSTRAP_PARAMS = ("resamples", "confidence", "method", "kind")  # kind: questions | questions_and_answers
 EXTRACTION_PARAMS = ("classification",)
 
