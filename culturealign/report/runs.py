@@ -208,15 +208,16 @@ def load_sweep(client, parent_id: str) -> Sweep:
         )
     finished_ids = {r.info.run_id for r in finished}
     skipped = [f"{_describe(r)}: {r.info.status}" for r in children if r.info.run_id not in finished_ids]
-    runs = []
+    runs, broken = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for run in finished:
             try:
                 runs.append(_load_run(client, run, Path(scratch)))
-            except ReportError as broken:  # one broken run is named, the rest are reported
-                skipped.append(f"{_describe(run)}: {broken}")
+            except ReportError as error:  # a broken run is named, the rest are reported
+                broken.append(f"{_describe(run)}: {error}")
     if not runs:
-        raise ReportError(f"run {parent_id}: none of its {len(finished)} finished child runs can be read ({skipped[-1]})")
+        raise ReportError(f"run {parent_id}: none of its {len(finished)} finished child runs can be read ({'; '.join(broken)})")
+    skipped += broken
     return Sweep(parent_id, runs, skipped, varying_keys(runs))
 
 
