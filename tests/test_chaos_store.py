@@ -4,7 +4,7 @@ A job writes its results into its own folder before it talks to the store; when 
 the run was created, the job fails with one line naming the folder, and `culturealign-log FOLDER` logs the
 same run later. The store is broken for real at the first model request (the fake server's hook, so the
 job cannot race past it): its SQLite file and the run's artifact folder are made immutable with
-`chattr +i` (root ignores permission bits, not the immutable flag), or its `mlflow server` is stopped.
+`chattr +i` (root ignores permission bits, not the immutable flag), or its `mlflow server` is stopped. The response cache is broken the same way (immutable file and WAL).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from culturealign.app import relog
 from culturealign.app.cli import run_job
-from culturealign.errors import TrackingError
+from culturealign.errors import CacheError, TrackingError
 from culturealign.tracking import names
 from tests.fake_openai import FakeOpenAIServer
 from tests.jobs import job_cfg
@@ -192,3 +193,46 @@ def test_a_tracking_server_gone_mid_job_fails_at_once_and_is_logged_later(tmp_pa
         assert {a.path for a in client.list_artifacts(logged.info.run_id)} == ARTIFACTS
     finally:
         stop_server(server)
+
+
+# --- The response cache cannot be written mid-job ---
+
+
+def cached_keys(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {key for (key,) in db.execute("SELECT key FROM responses")}
+
+
+def test_a_cache_that_cannot_be_written_stops_the_job_and_keeps_what_was_stored(tmp_path, paper_csv, freezer):
+    """The cache file (and its WAL) made immutable after two answers were stored: the next answer cannot be
+    written, the job stops at once with one line, and every answer stored before is still there and used."""
+    cache = tmp_path / "cache.sqlite"
+    stored_before: set[str] = set()
+
+    with FakeOpenAIServer() as server:
+        def freeze_after_two(count=[0]) -> None:  # re-armed until the third request arrives
+            count[0] += 1
+            if count[0] < 3:
+                server.on_first_chat = freeze_after_two
+                return
+            stored_before.update(cached_keys(cache))
+            freezer(cache, cache.with_name(cache.name + "-wal"))
+
+        server.on_first_chat = freeze_after_two
+        # one request at a time, one sample per request: 2 questions x 3 samples = 6 requests when nothing fails
+        cfg = job_cfg(server.base_url, paper_csv, tmp_path, "concurrency=1", "model.n_per_request=1")
+        with pytest.raises(CacheError) as raised:
+            run_job(cfg, CHOICES, job_dir=tmp_path / "job")
+        # stopped at once: the third answer could not be stored; the one request that may have been sent while
+        # it was being stored (concurrency=1 releases its place before the answer is stored) was cancelled
+        first = server.stats.requests
+        assert 3 <= first <= 4
+        message = one_line(raised)
+        assert message.startswith(f"the response cache {cache} failed while storing answers (")
+        assert "every answer stored before is kept" in message
+        for path in (cache, cache.with_name(cache.name + "-wal")):
+            chattr("-i", path)
+        assert len(stored_before) == 2 and cached_keys(cache) == stored_before  # both answers received before, kept
+        result = run_job(cfg, CHOICES, job_dir=tmp_path / "again")  # the same command, the cache fixed
+        assert result.usage["model"].cache_hits == 2 and server.stats.requests == first + 4
+    assert len(cached_keys(cache)) == 6
