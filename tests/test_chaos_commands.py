@@ -190,3 +190,15 @@ def test_ui_on_a_file_that_is_no_store_exits_non_zero_and_leaves_it(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"culturealign-ui: error: cannot read the MLflow store at sqlite:///{store} (")
     assert store.read_text(encoding="utf-8") == "my notes, not a database\n"
+
+
+def test_report_and_audit_on_a_file_that_is_no_store_are_one_line_and_leave_it(tmp_path, capsys):
+    store = tmp_path / "mlflow.db"
+    store.write_text("my notes, not a database\n", encoding="utf-8")
+    uri = f"sqlite:///{store}"
+    assert report_main(["--tracking-uri", uri, "--out", str(tmp_path / "report")]) == 1
+    assert f"cannot read the MLflow store at {uri} (" in one_error(capsys, "culturealign-report")
+    assert audit_main(["export", "--run", "0" * 32, "--out", str(tmp_path / "a.csv"), "--tracking-uri", uri]) == 1
+    assert f"cannot read the MLflow store at {uri} (" in one_error(capsys, "culturealign-audit")
+    assert store.read_text(encoding="utf-8") == "my notes, not a database\n"
+    assert not (tmp_path / "report").exists() and not (tmp_path / "a.csv").exists()

@@ -50,7 +50,13 @@ def open_client(tracking_uri: str):
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file read is noise
 
-    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:  # a file that is no MLflow store, a database that refuses us: one line, not a traceback
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - mlflow raises many kinds; all mean the same to the user
+        reason = " ".join(str(error).split())[:200] if str(error) else type(error).__name__
+        raise ReportError(f"cannot read the MLflow store at {tracking_uri} ({reason}); check --tracking-uri") from None
+    return client
 
 
 def get_run(client, run_id: str):
