@@ -176,9 +176,16 @@ def sweep_view(parent_id: str, params: list[str], metrics: list[str]) -> str:
 def close_sweep(tracking: TrackingSpec, parent_id: str, failed: bool | None = None) -> None:
     """FAILED when a job failed (`failed`, or judged from the children when None), else FINISHED."""
     client, _ = open_experiment(tracking.tracking_uri, tracking.experiment_name)
-    if failed is None:
-        failed = any(r.info.status != "FINISHED" for r in child_runs(client, parent_id))
-    client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    try:
+        if failed is None:
+            failed = any(r.info.status != "FINISHED" for r in child_runs(client, parent_id))
+        client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    except Exception as error:  # noqa: BLE001 - the store failed mid-sweep: one line, the job folders keep the results
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise TrackingError(
+            f"MLflow at {tracking.tracking_uri} failed while closing the sweep's parent run {parent_id} ({redact(reason)}); "
+            "each finished job's folder keeps its results: log them with `culturealign-log <job folder>`"
+        ) from None
 
 
 def mark_interrupted(client, experiment_id: str, key: str) -> None:
