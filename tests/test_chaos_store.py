@@ -10,11 +10,9 @@ job cannot race past it): its SQLite file and the run's artifact folder are made
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -26,7 +24,7 @@ from culturealign.errors import CacheError, TrackingError
 from culturealign.tracking import names
 from tests.fake_openai import FakeOpenAIServer
 from tests.jobs import job_cfg
-from tests.test_tracking_server import free_port, wait_healthy
+from tests.test_tracking_server import free_port, start_server, stop_server
 
 CHOICES = {"model": "openai-compatible", "country": "us", "style": "classification"}
 KEPT = (names.SCORES_ARTIFACT, names.DISTRIBUTIONS_ARTIFACT, names.RESPONSES_ARTIFACT, names.RESPONSES_TABLE,
@@ -141,27 +139,6 @@ def test_log_refuses_a_folder_that_is_not_a_finished_job(tmp_path, capsys):
         f"culturealign-log: error: {tmp_path / 'half'} has no {names.SCORES_ARTIFACT}: the job did not finish, "
         "there is nothing to log",
     ]
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    command = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    log = folder / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("a") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    wait_healthy(f"http://127.0.0.1:{port}", server, log)
-    return server
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, 15)  # the server forks uvicorn workers: stop the whole group it leads
-        server.wait(60)
 
 
 def test_a_tracking_server_gone_mid_job_fails_at_once_and_is_logged_later(tmp_path, paper_csv):
