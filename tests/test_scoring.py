@@ -39,3 +39,16 @@ def test_a_question_without_a_classifiable_answer_is_named_and_left_out_of_the_m
 def test_no_answers_at_all_is_nan_never_a_rate():
     result = summarise(tally([question("q1", (0.5, 0.5))], US, []), 100, 0.95, "percentile", 0)
     assert math.isnan(result.unclassifiable_rate) and math.isnan(result.similarity.value) and result.unscored == ["q1"]
+
+
+def test_a_questions_record_is_what_the_report_reads():
+    """distributions.json holds QuestionScore.as_dict(): the report and the audit read these fields."""
+    [score] = tally([question("q1", (0.25, 0.75))], US, [("q1", 1), ("q1", 2), ("q1", 2), ("q1", None)])
+    summarise([score], 100, 0.95, "percentile", 0)
+    assert score.as_dict() == {
+        "id": "q1", "row": 1, "question": "q1?", "options": ["option 1", "option 2"],
+        "human_distribution": [0.25, 0.75], "model_counts": [1.0, 2.0],
+        "model_distribution": [pytest.approx(1 / 3), pytest.approx(2 / 3)], "unclassifiable": 1.0, "responses": 4,
+        "similarity": pytest.approx(1 - abs(0.25 - 1 / 3)),
+    }  # fmt: skip
+    assert tally([question("q2", (0.5, 0.5))], US, [("q2", None)])[0].as_dict()["model_distribution"] is None
