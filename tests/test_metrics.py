@@ -1,5 +1,6 @@
 """The maths against hand-computed cases and against scipy."""
 
+import inspect
 import math
 
 import numpy as np
@@ -146,3 +147,13 @@ def test_two_stage_interval_is_the_basic_interval_of_its_bootstrap_means():
                                                                             for h, a in zip(human, answers)]))  # fmt: skip
         assert estimate.low == pytest.approx(min(max(0.0, 2 * estimate.value - upper), estimate.value))
         assert estimate.high == pytest.approx(max(min(1.0, 2 * estimate.value - lower), estimate.value))
+
+
+@pytest.mark.parametrize("confidence, method", [(0.8, "percentile"), (0.9, "basic"), (0.95, "BCa")])
+def test_mean_ci_is_scipys_bootstrap_at_the_asked_level_and_method(confidence, method):
+    values = np.random.default_rng(1).random(30)
+    estimate = mean_ci(values, 400, confidence, method, seed=5)
+    rng = {"rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state": np.random.default_rng(5)}
+    expected = stats.bootstrap((values,), np.mean, n_resamples=400, confidence_level=confidence, method=method, **rng)
+    assert (estimate.low, estimate.high) == pytest.approx((expected.confidence_interval.low, expected.confidence_interval.high))
+    assert estimate.n == 30 and mean_ci([]).n == 0
