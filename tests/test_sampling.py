@@ -24,6 +24,7 @@ def test_scenario_samples_spread_over_the_templates():
     planned = plan(QUESTIONS[:1], US, style, TEMPLATES, 7)
     assert [(p.prompt.variant, p.sample_indices) for p in planned] == [
         ("scenario_1", (0, 3, 6)), ("scenario_2", (1, 4)), ("scenario_3", (2, 5))]  # fmt: skip
+    assert all(p.question is QUESTIONS[0] for p in planned)
     texts = [p.prompt.messages[-1]["content"] for p in planned]
     assert all("the United States" in t for t in texts)
     assert [t.splitlines()[-1] for t in texts] == ["First: Is a {good}?", "Second: Is a {good}?", "Third: Is a {good}?"]
