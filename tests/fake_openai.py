@@ -615,6 +615,9 @@ class FakeOpenAIServer:
         self.fault_rng = random.Random(self.faults.seed)
         self.seeded = seeded
         self.batches = FakeBatchAPI(self._batch_line, batch_plan)
+        # Called once, at the first chat request, before it is answered: a test breaks something mid-job
+        # (stops the tracking store, fills the cache's disk) at a point the job cannot race past.
+        self.on_first_chat: Optional[Any] = None
 
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -879,6 +882,9 @@ class FakeOpenAIServer:
         content = last_user_content(messages)
         kind = classify_request(content)
         self.stats._chat(kind, req)
+        hook, self.on_first_chat = self.on_first_chat, None
+        if hook is not None:
+            hook()
         if self.served_models is not None and req.get("model") not in self.served_models:
             message = f"The model `{req.get('model')}` does not exist or you do not have access to it."
             return 404, _error_body(message, "invalid_request_error", "model_not_found"), None

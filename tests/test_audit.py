@@ -14,13 +14,16 @@ QUESTIONS = {"q1": {"options": ["yes", "no"]}, "q2": {"options": ["a", "b", "c"]
 
 
 def write(path, rows):
-    """A blind sheet and, beside it, the judge file (the `judge_option` of each row, joined by item)."""
-    rows = [{"item": str(i)} | row for i, row in enumerate(rows, start=1)]
+    """A blind sheet and, beside it, the judge file (the `judge_option` of each row, joined by item);
+    returns the run's records the rows were taken from (the judge's options as tracked)."""
+    rows = [{"item": str(i), "sample_index": str(i)} | row for i, row in enumerate(rows, start=1)]
     for target, columns in ((path, COLUMNS), (judge_file(path), JUDGE_COLUMNS)):
         with open(target, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, columns)
             writer.writeheader()
             writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
+    return [{"question_id": row.get("question_id"), "variant": None, "sample_index": int(row["sample_index"]),
+             "option": int(row.get("judge_option") or 0) or None} for row in rows]  # fmt: skip
 
 
 def test_the_sheet_is_blind():
@@ -46,9 +49,9 @@ def test_agreement_statistics():
 
 def test_labels_are_read_with_the_judges_options(tmp_path):
     path = tmp_path / "audit.csv"
-    write(path, [{"run_id": "r", "question_id": "q1", "judge_option": "1", "label": " 1 "},
-                 {"run_id": "r", "question_id": "q2", "judge_option": "0", "label": "3"}])
-    labels, judged = read_labels(path, "r", QUESTIONS)
+    records = write(path, [{"run_id": "r", "question_id": "q1", "judge_option": "1", "label": " 1 "},
+                           {"run_id": "r", "question_id": "q2", "judge_option": "0", "label": "3"}])
+    labels, judged = read_labels(path, "r", QUESTIONS, records)
     assert labels.tolist() == [1, 3] and judged.tolist() == [1, 0]
 
 
@@ -65,28 +68,29 @@ def test_labels_are_read_with_the_judges_options(tmp_path):
 )
 def test_bad_label_files_name_the_fix(tmp_path, rows, message):
     path = tmp_path / "audit.csv"
-    write(path, [{"run_id": "r", "judge_option": "1"} | row for row in rows])
+    records = write(path, [{"run_id": "r", "judge_option": "1"} | row for row in rows])
     with pytest.raises(ReportError, match=re.escape(message)):
-        read_labels(path, "r", QUESTIONS)
+        read_labels(path, "r", QUESTIONS, records)
 
 
 def test_missing_file_or_columns(tmp_path):
     with pytest.raises(ReportError, match="does not exist; create it with `culturealign-audit export`"):
-        read_labels(tmp_path / "none.csv", "r", QUESTIONS)
+        read_labels(tmp_path / "none.csv", "r", QUESTIONS, [])
     (tmp_path / "x.csv").write_text("run_id,label\nr,1\n")
     with pytest.raises(ReportError, match="lacks column"):
-        read_labels(tmp_path / "x.csv", "r", QUESTIONS)
+        read_labels(tmp_path / "x.csv", "r", QUESTIONS, [])
 
 
-def test_the_judge_file_is_joined_by_item(tmp_path):
+def test_the_judges_options_come_from_the_run_not_from_the_files(tmp_path):
+    """An edited sheet or judge file cannot change the judge's accuracy: the verdicts are the run's."""
     path = tmp_path / "audit.csv"
-    write(path, [{"run_id": "r", "question_id": "q1", "judge_option": "2", "label": "2"}])
-    elsewhere = tmp_path / "kept" / "verdicts.csv"
-    elsewhere.parent.mkdir()
-    judge_file(path).rename(elsewhere)
-    with pytest.raises(ReportError, match="judge file .* does not exist"):
-        read_labels(path, "r", QUESTIONS)
-    assert read_labels(path, "r", QUESTIONS, judge=elsewhere)[1].tolist() == [2]
-    elsewhere.write_text("item,run_id,question_id,judge_option\n7,r,q1,1\n")
-    with pytest.raises(ReportError, match="no verdict for item 1 .*--judge"):
-        read_labels(path, "r", QUESTIONS, judge=elsewhere)
+    records = write(path, [{"run_id": "r", "question_id": "q1", "judge_option": "2", "label": "1"}])
+    judge_file(path).unlink()  # not needed to score
+    assert read_labels(path, "r", QUESTIONS, records)[1].tolist() == [2]
+    text = judge_file(path)
+    text.write_text("item,run_id,question_id,variant,sample_index,judge_output,judge_option\n1,r,q1,,1,x,1\n")
+    assert read_labels(path, "r", QUESTIONS, records)[1].tolist() == [2]  # the edited judge file is ignored
+    edited = path.read_text().replace(",q1,,1,", ",q1,,7,")  # a row moved to a response the run does not have
+    path.write_text(edited)
+    with pytest.raises(ReportError, match=re.escape("line 2: the run has no response q1 variant '' sample '7'")):
+        read_labels(path, "r", QUESTIONS, records)

@@ -1,5 +1,6 @@
 """The maths against hand-computed cases and against scipy."""
 
+import inspect
 import math
 
 import numpy as np
@@ -7,10 +8,14 @@ import pytest
 from scipy import stats
 
 from culturealign.metrics import (
+    _question_arrays,
+    _two_stage_means,
     distribution_from_counts,
     finite_sample_ceiling,
     mean_ci,
+    normalise,
     paired_difference,
+    two_stage_ci,
     uniform_similarity,
     wasserstein_similarity,
 )
@@ -94,3 +99,61 @@ def test_baselines():
     assert finite_sample_ceiling([p, 1 - p], 10_000) > 0.99
     three = finite_sample_ceiling([0.2, 0.3, 0.5], 20, draws=4000)
     assert 0.85 < three < 1.0
+
+
+# --- Cases found by mutation testing (tests/MUTATION.md): each pins one rule a mutant broke unnoticed ---
+
+
+@pytest.mark.parametrize("weights", [[1.5, -0.5], [0.0, 0.0], [[0.5, 0.5]]], ids=["negative", "zero", "2-d"])
+def test_normalise_refuses_what_is_no_distribution(weights):
+    with pytest.raises(ValueError, match="not a distribution"):
+        normalise(weights)
+
+
+@pytest.mark.parametrize("human, model", [([0.5, 0.5], [0.2, 0.3, 0.5]), ([1.0], [1.0])], ids=["lengths", "one option"])
+def test_similarity_needs_two_distributions_over_the_same_options(human, model):
+    with pytest.raises(ValueError, match="need two distributions over the same >= 2 options"):
+        wasserstein_similarity(human, model)
+
+
+def test_every_random_estimate_is_reproducible_from_its_seed():
+    a, b = np.random.default_rng(0).random((2, 40))  # enough questions for resamples to differ by seed
+    assert paired_difference(a, b, seed=7) == paired_difference(a, b, seed=7) != paired_difference(a, b, seed=8)
+    human = [0.2, 0.3, 0.5]
+    assert finite_sample_ceiling(human, 10) == finite_sample_ceiling(human, 10)
+    assert finite_sample_ceiling(human, 10, seed=1) != finite_sample_ceiling(human, 10, seed=2)
+
+
+def test_a_ceiling_of_no_answers_is_nan_not_a_number():
+    assert math.isnan(finite_sample_ceiling([0.2, 0.3, 0.5], 0)) and math.isnan(finite_sample_ceiling([0.4, 0.6], 0))
+
+
+def test_two_stage_without_a_scored_question_is_nan_with_n_0():
+    for human, answers in (([], []), ([[0.5, 0.5]], [[0, 0, 4]])):  # no question; only unclassifiable answers
+        estimate = two_stage_ci(human, answers)
+        assert all(math.isnan(v) for v in (estimate.value, estimate.low, estimate.high)) and estimate.n == 0
+
+
+def test_two_stage_interval_is_the_basic_interval_of_its_bootstrap_means():
+    """low = 2 * mean - q(1 - alpha/2), high = 2 * mean - q(alpha/2) over the two-stage resample means."""
+    human = [[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]]
+    answers = [[3, 1, 0], [1, 2, 1], [2, 2, 0], [1, 3, 0]]
+    for confidence in (0.8, 0.95):
+        estimate = two_stage_ci(human, answers, resamples=500, confidence=confidence, seed=3)
+        arrays = _question_arrays(human, answers)
+        boot = _two_stage_means(*arrays, 500, np.random.default_rng(3))
+        upper, lower = np.quantile(boot, [1 - (1 - confidence) / 2, (1 - confidence) / 2])
+        assert estimate.n == 4 and estimate.value == pytest.approx(np.mean([1 - abs(h[0] - a[0] / (a[0] + a[1]))
+                                                                            for h, a in zip(human, answers)]))  # fmt: skip
+        assert estimate.low == pytest.approx(min(max(0.0, 2 * estimate.value - upper), estimate.value))
+        assert estimate.high == pytest.approx(max(min(1.0, 2 * estimate.value - lower), estimate.value))
+
+
+@pytest.mark.parametrize("confidence, method", [(0.8, "percentile"), (0.9, "basic"), (0.95, "BCa")])
+def test_mean_ci_is_scipys_bootstrap_at_the_asked_level_and_method(confidence, method):
+    values = np.random.default_rng(1).random(30)
+    estimate = mean_ci(values, 400, confidence, method, seed=5)
+    rng = {"rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state": np.random.default_rng(5)}
+    expected = stats.bootstrap((values,), np.mean, n_resamples=400, confidence_level=confidence, method=method, **rng)
+    assert (estimate.low, estimate.high) == pytest.approx((expected.confidence_interval.low, expected.confidence_interval.high))
+    assert estimate.n == 30 and mean_ci([]).n == 0

@@ -37,11 +37,8 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
     raise AssertionError(f"mlflow server not healthy after {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
-    """`mlflow server` as a lab runs it: SQLite backend, artifacts proxied by the server."""
-    folder = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
+def start_server(folder: Path, port: int) -> subprocess.Popen:
+    """`mlflow server` as a lab runs it: SQLite backend in `folder`, artifacts proxied by the server; healthy."""
     command = [
         str(Path(sys.executable).with_name("mlflow")), "server",
         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
@@ -50,15 +47,31 @@ def tracking_server(tmp_path_factory):
     ]  # fmt: skip
     log = folder / "server.log"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as out:
+    with log.open("a") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, server, log)
-        yield url, folder
-    finally:
+        wait_healthy(f"http://127.0.0.1:{port}", server, log)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    if server.poll() is None:
         os.killpg(server.pid, 15)  # the server forks uvicorn workers: stop the whole group it leads
-        server.wait(30)
+        server.wait(60)
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    server = start_server(folder, port)
+    try:
+        yield f"http://127.0.0.1:{port}", folder
+    finally:
+        stop_server(server)
 
 
 @pytest.fixture(scope="module")

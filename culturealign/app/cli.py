@@ -41,8 +41,8 @@ def run_job(
     output folder, keeps the result files too."""
     job = pipeline.prepare(schema.job_spec(cfg, choices))  # bad input fails here, before MLflow or a request
     spec = job.spec
-    with record.open_run(spec, OmegaConf.to_yaml(cfg, resolve=True), sweep_dir, origin) as run:
-        record.log_dataset(run, spec, job.questions)
+    with record.open_run(spec, OmegaConf.to_yaml(cfg, resolve=True), sweep_dir, origin, job_dir) as run:
+        record.log_dataset(run, spec, job.questions, job_dir)
         with progress.in_sweep(origin.position if origin else None):
             result = pipeline.execute(job)
         record.log_result(run, result, job_dir)  # counts, distributions and responses are kept either way

@@ -19,7 +19,7 @@ from culturealign.progress import SweepPosition
 from culturealign.redaction import redact
 from culturealign.spec import JobSpec
 from culturealign.tracking import names
-from culturealign.tracking.store import JobRun, clip_record, job_key
+from culturealign.tracking.store import JobRun, clip_record, job_key, parent_run_id
 
 log = logging.getLogger("culturealign")
 # What the UI's table shows first: the question, the answer and how it was read; then where it came from.
@@ -38,23 +38,51 @@ class Origin:
     position: SweepPosition | None = None  # the job's place in its sweep, for the progress line
 
 
-def open_run(spec: JobSpec, config_text: str, sweep_dir: Path | None, origin: Origin | None = None) -> JobRun:
-    """The job's run, created before any request; `config_text` is the resolved config (logged whole)."""
+def open_run(
+    spec: JobSpec, config_text: str, sweep_dir: Path | None, origin: Origin | None = None, job_dir: Path | None = None,
+) -> JobRun:  # fmt: skip
+    """The job's run, created before any request; `config_text` is the resolved config (logged whole).
+    `job_dir` first gets what `culturealign-log` needs to create the same run later."""
     origin = origin or Origin()
     tags = {**origin.tags, **{names.group_tag(group): choice for group, choice in spec.choices.items()}}
     if origin.command:
         tags[names.COMMAND_TAG] = origin.command
     name = context.run_name(spec.model.name, spec.country.label, spec.style.display, origin.swept)
-    return JobRun(spec.mlflow, name, job_key(config_text), tags, job_params(spec), config_text, sweep_dir)
+    key, params = job_key(config_text), job_params(spec)
+    if job_dir is not None:
+        parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
+        save_pending(job_dir, tracking_uri=spec.mlflow.tracking_uri, experiment=spec.mlflow.experiment_name,
+                     name=name, key=key, tags={k: redact(str(v)) for k, v in tags.items()},
+                     params={k: redact(v) for k, v in params.items()}, config=redact(config_text), parent=parent)  # fmt: skip
+    run = JobRun(spec.mlflow, name, key, tags, params, config_text, sweep_dir)
+    if job_dir is not None:
+        save_pending(job_dir, run_id=run.run_id)
+        run.keep_hint = f"; the results are kept in {job_dir}: log them later with `culturealign-log {job_dir}`"
+    return run
 
 
-def log_dataset(run: JobRun, spec: JobSpec, questions: list[Question]) -> None:
+def save_pending(job_dir: Path, **values: Any) -> None:
+    """Merge `values` into the job folder's record of its run (names.PENDING_RUN_FILE)."""
+    path = job_dir / names.PENDING_RUN_FILE
+    job_dir.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    path.write_text(json.dumps(data | values, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def log_dataset(run: JobRun, spec: JobSpec, questions: list[Question], job_dir: Path | None = None) -> None:
     """The questions the job asked, as its dataset input: name, a digest of their content, the file or URL."""
     data = spec.dataset
     source = str(Path(data.path).expanduser().resolve()) if data.path else data.url
     profile = {"questions": len(questions), "n_options": data.n_options, "countries": list(data.countries),
                "selection": data.selection.value, "limit": data.limit}  # fmt: skip
-    run.log_dataset(spec.choices.get("dataset") or "globalopinionqa", question_digest(questions), source, profile)
+    dataset = {"name": spec.choices.get("dataset") or "globalopinionqa", "digest": question_digest(questions),
+               "source": source, "profile": profile}  # fmt: skip
+    if job_dir is not None:
+        save_pending(job_dir, dataset=dataset)
+    try:
+        run.log_dataset(**dataset)
+    except Exception as error:  # noqa: BLE001 - the store failed after the run was created
+        raise run.lost(error) from None
 
 
 def question_digest(questions: list[Question]) -> str:
@@ -88,17 +116,39 @@ def plain(value: Any) -> str:
 
 
 def log_result(run: JobRun, result: RunResult, job_dir: Path | None = None) -> None:
-    """Metrics, the result files (also written to `job_dir`, the job's output folder) and the answers as a table."""
+    """Metrics, the result files and the answers as a table: first into `job_dir`, the job's output folder
+    (so nothing computed is lost when the store fails), then to the run."""
     metrics = result_metrics(result)
+    # the endpoint's window of requests in flight, change by change
+    series = {names.role_metric(role, names.CONCURRENCY): usage.concurrency for role, usage in result.usage.items()}
+    files = result_files(result, metrics)
+    rows = response_rows(result)
+    if job_dir is not None:
+        save_results(job_dir, files, series, rows)
+    run.check_reachable()
+    try:
+        upload(run, metrics, series, files, rows)
+    except Exception as error:  # noqa: BLE001 - any store failure: one line, the job folder keeps it all
+        raise run.lost(error) from None
+
+
+def save_results(job_dir: Path, files: dict[str, str], series: dict[str, list[float]], rows: list[dict]) -> None:
+    """The job folder's copies, as redacted as the MLflow ones: enough for `culturealign-log` to log them."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (job_dir / name).write_text(redact(text), encoding="utf-8")
+    (job_dir / names.SERIES_FILE).write_text(json.dumps(series), encoding="utf-8")
+    clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+    (job_dir / names.RESPONSES_TABLE).write_text(json.dumps(clean, ensure_ascii=False), encoding="utf-8")
+
+
+def upload(run: JobRun, metrics: dict[str, float], series: dict[str, list[float]], files: dict[str, str], rows: list[dict]) -> None:
     run.log_metrics(metrics)
-    for role, usage in result.usage.items():  # the endpoint's window of requests in flight, change by change
-        run.log_series(names.role_metric(role, names.CONCURRENCY), usage.concurrency)
-    for name, text in result_files(result, metrics).items():
+    for name, values in series.items():
+        run.log_series(name, values)
+    for name, text in files.items():
         run.log_text(text, name)
-        if job_dir is not None:
-            job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / name).write_text(redact(text), encoding="utf-8")  # as redacted as the MLflow copy
-    run.log_table(response_rows(result), names.RESPONSES_TABLE)
+    run.log_table(rows, names.RESPONSES_TABLE)
 
 
 def result_files(result: RunResult, metrics: dict[str, float]) -> dict[str, str]:

@@ -4,7 +4,8 @@
 and an empty `label` column: a blind sheet, without the judge's verdict, so it cannot sway the labeller.
 The judge's output and option for each item go to a separate file beside it (`<sheet>.judge.csv`). A
 person fills each label with the option number the response takes (0: none / unclassifiable); `score`
-joins the judge file back by item and measures the judge against the labels: accuracy and Cohen's kappa
+takes the judge's verdicts from the run's tracked responses (not from any file a person can edit) and
+measures the judge against the labels: accuracy and Cohen's kappa
 with bootstrap CIs over the audited responses, logged to the run.
 """
 
@@ -87,6 +88,9 @@ def export_sample(client, run_id: str, n: int, seed: int, out: Path) -> int:
     and the judge's verdicts on them to `judge_file(out)`."""
     if n < 1:
         raise ReportError(f"--n must be at least 1, got {n}")
+    taken = [str(p) for p in (out, judge_file(out)) if p.exists()]
+    if taken:  # a sheet may hold a person's labels: never written over
+        raise ReportError(f"{taken[0]} already exists; pass another --out (an audit sheet may hold labels)")
     records, questions = judged_responses(client, run_id)
     chosen = np.sort(np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,25 +126,31 @@ def _read(path: Path, required: list[str], what: str) -> list[dict]:
         return list(reader)
 
 
-def read_verdicts(path: Path, rows: list[dict]) -> np.ndarray:
-    """The judge's option for each labelled row, joined by item from the judge file."""
-    verdicts = {row["item"]: row for row in _read(path, ["item", "question_id", "judge_option"], "judge file")}
+def record_key(question_id, variant, sample_index) -> tuple[str, str, str]:
+    """How a sheet row names a response of the run: CSV cells are text, an absent value is empty."""
+    return tuple("" if value is None else str(value) for value in (question_id, variant, sample_index))
+
+
+def run_verdicts(records: list[dict], rows: list[dict], path: Path) -> np.ndarray:
+    """The judge's option for each labelled row, taken from the run's own responses (never from a file a
+    person can edit: a sheet or judge file changed by hand cannot change the judge's accuracy)."""
+    verdicts = {record_key(r.get("question_id"), r.get("variant"), r.get("sample_index")): r for r in records}
     options = []
     for line, row in enumerate(rows, start=2):
-        verdict = verdicts.get(row["item"])
-        if verdict is None or verdict["question_id"] != row["question_id"]:
+        record = verdicts.get(record_key(row["question_id"], row.get("variant"), row.get("sample_index")))
+        if record is None:
             raise ReportError(
-                f"{path} has no verdict for item {row['item']} (sheet line {line}); pass the judge file exported "
-                "with this sheet (--judge)"
+                f"{path} line {line}: the run has no response {row['question_id']} variant {row.get('variant')!r} "
+                f"sample {row.get('sample_index')!r}; re-export the sheet (do not edit its id columns)"
             )
-        options.append(int(verdict["judge_option"]))
+        options.append(record.get("option") or UNCLASSIFIABLE)
     return np.array(options)
 
 
-def read_labels(path: Path, run_id: str, questions: dict[str, dict], judge: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(human labels, judge options) from a filled-in audit sheet and its judge file (default: beside the
-    sheet); every problem is one line naming the fix."""
-    rows = _read(path, ["item", "run_id", "question_id", "label"], "audit file")
+def read_labels(path: Path, run_id: str, questions: dict[str, dict], records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(human labels, judge options) from a filled-in audit sheet and the run's responses; every problem
+    is one line naming the fix."""
+    rows = _read(path, ID_COLUMNS + ["label"], "audit file")
     if not rows:
         raise ReportError(f"{path} has no responses; export a sample with `culturealign-audit export`")
     foreign = {row["run_id"] for row in rows} - {run_id}
@@ -154,7 +164,7 @@ def read_labels(path: Path, run_id: str, questions: dict[str, dict], judge: Path
             "fill each with the option number the response takes, or 0 if it takes none"
         )
     labels = [_label(row, line, path, questions) for line, row in enumerate(rows, start=2)]
-    return np.array(labels), read_verdicts(judge or judge_file(path), rows)
+    return np.array(labels), run_verdicts(records, rows, path)
 
 
 def _label(row: dict, line: int, path: Path, questions: dict[str, dict]) -> int:
@@ -192,10 +202,11 @@ def agreement(labels: np.ndarray, judged: np.ndarray, resamples: int = 1000, con
     return AuditScore(*estimates)
 
 
-def score_audit(client, run_id: str, path: Path, seed: int = 0, judge: Path | None = None) -> AuditScore:
-    """Score the judge against the labels in `path` and log the result (and the labelled file) to the run."""
-    _, questions = judged_responses(client, run_id)
-    labels, judged = read_labels(path, run_id, questions, judge)
+def score_audit(client, run_id: str, path: Path, seed: int = 0) -> AuditScore:
+    """Score the judge (its verdicts as tracked in the run) against the labels in `path` and log the result
+    (and the labelled file) to the run."""
+    records, questions = judged_responses(client, run_id)
+    labels, judged = read_labels(path, run_id, questions, records)
     score = agreement(labels, judged, seed=seed)
     from mlflow.entities import Metric
 

@@ -69,8 +69,6 @@ def audit_main(argv: list[str] | None = None) -> int:
     score = commands.add_parser("score", help="judge accuracy and Cohen's kappa against the filled-in labels")
     score.add_argument("--run", required=True, help="the run the file was exported from")
     score.add_argument("file", type=Path, help="the exported CSV with its label column filled in")
-    score.add_argument("--judge", type=Path, default=None,
-                       help="the judge's verdicts exported with it (default: <file>.judge.csv beside it)")
     score.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     _tracking_option(score)
     return _run(parser, _audit, argv)
@@ -87,7 +85,7 @@ def _audit(args) -> None:
               f"{audit.judge_file(args.out)}: fill the `label` column (option number, 0 = unclassifiable), "
               f"then run culturealign-audit score --run {args.run} {args.out}")
     else:
-        score = audit.score_audit(client, args.run, args.file, args.seed, args.judge)
+        score = audit.score_audit(client, args.run, args.file, args.seed)
         print(score.summary() + f" (logged to run {args.run})")
 
 

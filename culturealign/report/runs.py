@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from culturealign.errors import ReportError
+from culturealign.reachability import unreachable_reason
 from culturealign.tracking import names
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -37,6 +38,10 @@ def open_client(tracking_uri: str):
             f"no MLflow store at {tracking_uri}; run from the folder where culturealign ran, "
             "or pass --tracking-uri (or set MLFLOW_TRACKING_URI)"
         )
+    if tracking_uri.startswith(("http://", "https://")):  # MLflow would retry a closed port for minutes
+        reason = unreachable_reason(tracking_uri)
+        if reason:
+            raise ReportError(f"MLflow tracking server {tracking_uri} is unreachable: {reason}; start it or fix --tracking-uri")
     import mlflow  # heavy: only when a report is actually built
 
     from culturealign.tracking.store import quiet_mlflow
@@ -45,7 +50,13 @@ def open_client(tracking_uri: str):
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file read is noise
 
-    return mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:  # a file that is no MLflow store, a database that refuses us: one line, not a traceback
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - mlflow raises many kinds; all mean the same to the user
+        reason = " ".join(str(error).split())[:200] if str(error) else type(error).__name__
+        raise ReportError(f"cannot read the MLflow store at {tracking_uri} ({reason}); check --tracking-uri") from None
+    return client
 
 
 def get_run(client, run_id: str):
@@ -203,8 +214,16 @@ def load_sweep(client, parent_id: str) -> Sweep:
         )
     finished_ids = {r.info.run_id for r in finished}
     skipped = [f"{_describe(r)}: {r.info.status}" for r in children if r.info.run_id not in finished_ids]
+    runs, broken = [], []
     with tempfile.TemporaryDirectory() as scratch:
-        runs = [_load_run(client, run, Path(scratch)) for run in finished]
+        for run in finished:
+            try:
+                runs.append(_load_run(client, run, Path(scratch)))
+            except ReportError as error:  # a broken run is named, the rest are reported
+                broken.append(f"{_describe(run)}: {error}")
+    if not runs:
+        raise ReportError(f"run {parent_id}: none of its {len(finished)} finished child runs can be read ({'; '.join(broken)})")
+    skipped += broken
     return Sweep(parent_id, runs, skipped, varying_keys(runs))
 
 
@@ -212,9 +231,13 @@ def _load_run(client, run, scratch: Path) -> RunRecord:
     run_id = run.info.run_id
     folder = scratch / run_id
     folder.mkdir()
-    distributions = client.download_artifacts(run_id, names.DISTRIBUTIONS_ARTIFACT, str(folder))
-    with open(distributions, encoding="utf-8") as handle:
-        questions = json.load(handle)
+    try:
+        distributions = client.download_artifacts(run_id, names.DISTRIBUTIONS_ARTIFACT, str(folder))
+        with open(distributions, encoding="utf-8") as handle:
+            questions = json.load(handle)
+    except Exception as error:  # noqa: BLE001 - missing, unreadable or not JSON: the same to the reader
+        kind = "unreadable" if isinstance(error, ValueError) else "missing"
+        raise ReportError(f"its {names.DISTRIBUTIONS_ARTIFACT} artifact is {kind}") from None
     return RunRecord(
         run_id=run_id,
         start_time=run.info.start_time,

@@ -12,6 +12,7 @@ MLflow 3.17's UI opens an experiment on its GenAI overview unless the address sa
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import urllib.parse
 from pathlib import Path
@@ -42,6 +43,15 @@ def server_command(tracking_uri: str, port: int) -> list[str]:
         artifacts = (database.resolve().parent / "artifacts").as_uri()
         command += ["--default-artifact-root", artifacts, "--no-serve-artifacts"]
     return command
+
+
+def check_port_free(port: int) -> None:
+    """The server would log a traceback and leave this command's exit code to chance: a taken port is one line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as error:
+            raise ReportError(f"cannot serve on {HOST}:{port} ({error.strerror or error}); pass a free --port") from None
 
 
 def server_environment() -> dict[str, str]:
@@ -80,8 +90,16 @@ def latest_links(tracking_uri: str, experiment: str, base: str) -> dict[str, str
 def serve(tracking_uri: str, port: int, experiment: str = "culturealign") -> None:
     """Print where to look, then replace this process by the server (Ctrl-C stops it directly)."""
     command = server_command(tracking_uri, port)
+    check_port_free(port)
     base = f"http://{HOST}:{port}"
+    try:
+        links = latest_links(tracking_uri, experiment, base)
+    except ReportError:
+        raise
+    except Exception as error:  # noqa: BLE001 - not a store MLflow can read: the server could not serve it
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ReportError(f"cannot read the MLflow store at {tracking_uri} ({reason}); pass --tracking-uri") from None
     print(f"MLflow UI for {tracking_uri} at {base} (Ctrl-C stops it)", flush=True)
-    for what, url in latest_links(tracking_uri, experiment, base).items():
+    for what, url in links.items():
         print(f"  latest sweep, {what}: {url}", flush=True)
     os.execve(command[0], command, server_environment())

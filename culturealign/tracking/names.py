@@ -113,4 +113,10 @@ REPORT_ARTIFACT_DIR = "report"
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 SWEEP_FILE = ".culturealign_sweep.json"  # what every job of a sweep needs to know about the sweep
 DRY_RUN_FILE = "dry_run.json"
+
+# Files in a job's output folder, beside the result artifacts: what `culturealign-log` needs to log a job
+# whose tracking store failed (the run's name, tags, params, config and dataset; the metric series)
+PENDING_RUN_FILE = "mlflow_run.json"
+SERIES_FILE = "metric_series.json"
+LOGGED_FROM_TAG = "culturealign.logged_from"  # on a run logged later from a job folder: that folder
 SWEEP_LOCK_FILE = ".sweep.lock"  # held by the sweep's launching process while it runs

@@ -44,6 +44,7 @@ from culturealign.tracking.names import (
     SWEEP_OVERRIDES_PARAM,
 )
 
+log = logging.getLogger("culturealign")
 MAX_LOGGED_CHARS = 20_000  # longer model / judge outputs are cut in responses.jsonl, with a note
 CLIPPED_FIELDS = ("prompt", "response", "judge_output")
 
@@ -60,6 +61,8 @@ def quiet_mlflow() -> None:
     noise on a researcher's terminal. Warnings and errors still show."""
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A database error is logged here over several lines, then raised: we say it in one line (TrackingError).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def open_experiment(tracking_uri: str, experiment_name: str):
@@ -173,9 +176,16 @@ def sweep_view(parent_id: str, params: list[str], metrics: list[str]) -> str:
 def close_sweep(tracking: TrackingSpec, parent_id: str, failed: bool | None = None) -> None:
     """FAILED when a job failed (`failed`, or judged from the children when None), else FINISHED."""
     client, _ = open_experiment(tracking.tracking_uri, tracking.experiment_name)
-    if failed is None:
-        failed = any(r.info.status != "FINISHED" for r in child_runs(client, parent_id))
-    client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    try:
+        if failed is None:
+            failed = any(r.info.status != "FINISHED" for r in child_runs(client, parent_id))
+        client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    except Exception as error:  # noqa: BLE001 - the store failed mid-sweep: one line, the job folders keep the results
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise TrackingError(
+            f"MLflow at {tracking.tracking_uri} failed while closing the sweep's parent run {parent_id} ({redact(reason)}); "
+            "each finished job's folder keeps its results: log them with `culturealign-log <job folder>`"
+        ) from None
 
 
 def mark_interrupted(client, experiment_id: str, key: str) -> None:
@@ -211,12 +221,13 @@ class JobRun:
 
     def __init__(
         self, tracking: TrackingSpec, name: str, key: str, tags: dict[str, str], params: dict[str, Any], config_text: str,
-        sweep_dir: Path | None = None,
+        sweep_dir: Path | None = None, parent: str | None = None,
     ) -> None:  # fmt: skip
         self.client, self.experiment_id = open_experiment(tracking.tracking_uri, tracking.experiment_name)
         self.tracking_uri = tracking.tracking_uri
+        self.keep_hint = ""  # where the results are kept when the store fails (said in the error)
         tags = {**_redacted(tags), JOB_KEY_TAG: key}
-        parent = parent_run_id(sweep_dir) if sweep_dir is not None else None
+        parent = parent or (parent_run_id(sweep_dir) if sweep_dir is not None else None)
         if parent:
             tags[PARENT_TAG] = parent
         mark_interrupted(self.client, self.experiment_id, key)
@@ -229,12 +240,34 @@ class JobRun:
 
     def __exit__(self, kind, error, traceback) -> None:
         if error is None:
-            self.client.set_terminated(self.run_id, "FINISHED")
+            self.check_reachable()
+            try:
+                self.client.set_terminated(self.run_id, "FINISHED")
+            except Exception as lost:  # noqa: BLE001 - any store failure: one line
+                raise self.lost(lost) from None
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         message = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
-        self.client.set_tag(self.run_id, ERROR_TAG, redact(message))
-        self.client.set_terminated(self.run_id, status)
+        try:  # the job's own error is what the user must see, even when the store is gone too
+            self.check_reachable()
+            self.client.set_tag(self.run_id, ERROR_TAG, redact(message))
+            self.client.set_terminated(self.run_id, status)
+        except Exception:  # noqa: BLE001
+            log.debug(f"could not mark run {self.run_id} {status} in {self.tracking_uri}")
+
+    def check_reachable(self) -> None:
+        """A tracking server that went away mid-job: fail at once (MLflow would retry for minutes)."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            reason = unreachable_reason(self.tracking_uri)
+            if reason:
+                raise self.lost(TrackingError(reason))
+
+    def lost(self, error: BaseException) -> TrackingError:
+        """The store failed after the run was created: one line (the job folder keeps the results)."""
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        return TrackingError(
+            f"MLflow at {self.tracking_uri} failed after run {self.run_id} was created ({redact(reason)}){self.keep_hint}"
+        )
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
