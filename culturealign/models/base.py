@@ -83,6 +83,11 @@ class Usage:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
+def error_kind(error: Exception) -> str:
+    """How usage counts an error: its HTTP status ("429", "503", ...) or its type's name."""
+    return str(getattr(error, "status_code", "") or type(error).__name__)
+
+
 class MalformedReply(Exception):
     """A reply that cannot be read (no choices, bad JSON, impossible numbers): retried like a fault."""
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable, Sequence
 
 from culturealign.errors import ModelError
-from culturealign.models.base import Completion, GenerateConfig, MalformedReply, Message, gather_or_cancel
+from culturealign.models.base import Completion, GenerateConfig, MalformedReply, Message, error_kind, gather_or_cancel
 from culturealign.models.cache import cache_key
 from culturealign.models.model import BACKOFF_CAP, Model
 
@@ -464,7 +464,7 @@ class BatchRunner:
             except Exception as error:  # noqa: BLE001 - the provider says which ones are worth a retry
                 if absent_ok and getattr(error, "status_code", None) == 404:
                     return None
-                self.model.usage.add_error(_kind(error))
+                self.model.usage.add_error(error_kind(error))
                 if not self.provider.should_retry(error) or attempt == self.spec.max_retries:
                     raise ModelError(f"{self.provider.endpoint}: batch {what} failed: {self.provider.describe(error)}") from None
                 retry_after = self.provider.retry_after(error)
@@ -533,5 +533,3 @@ def _alive(owner: str, updated: float) -> bool:
     return True
 
 
-def _kind(error: Exception) -> str:
-    return str(getattr(error, "status_code", "") or type(error).__name__)

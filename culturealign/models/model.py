@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from culturealign.errors import ModelError
-from culturealign.models.base import Completion, GenerateConfig, Message, Provider, Usage
+from culturealign.models.base import Completion, GenerateConfig, Message, Provider, Usage, error_kind
 from culturealign.models.cache import ResponseCache, cache_key
 from culturealign.models.registry import provider_class
 from culturealign.models.throttle import Throttle
@@ -136,7 +136,7 @@ class Model:
                     throttle.succeeded(sum(c.prompt_tokens + c.completion_tokens for c in fresh))
                     return fresh
                 except Exception as error:  # noqa: BLE001 - the provider says which ones are worth a retry
-                    kind, retry_after = _kind(error), provider.retry_after(error)
+                    kind, retry_after = error_kind(error), provider.retry_after(error)
                     self.usage.add_error(kind)
                     if kind in OVERLOAD_STATUSES:
                         throttle.overloaded(retry_after, time.monotonic() - started)
@@ -156,8 +156,9 @@ class Model:
 
     async def aclose(self) -> None:
         if self._provider is not None:
-            trace = self.throttle.trace
-            self.usage.rate_limited, self.usage.concurrency = trace.overloaded, list(trace.windows)
+            throttle = self._throttles.get(self._provider.endpoint)  # none if this model sent nothing
+            if throttle is not None:
+                self.usage.rate_limited, self.usage.concurrency = throttle.trace.overloaded, list(throttle.trace.windows)
             await self._provider.aclose()
 
 
@@ -167,5 +168,3 @@ def _redacted(completion: Completion) -> Completion:
     return completion if text == completion.text else replace(completion, text=text)
 
 
-def _kind(error: Exception) -> str:
-    return str(getattr(error, "status_code", "") or type(error).__name__)
