@@ -156,9 +156,8 @@ class Model:
 
     async def aclose(self) -> None:
         if self._provider is not None:
-            throttle = self._throttles.get(self._provider.endpoint)  # none if this model sent nothing
-            if throttle is not None:
-                self.usage.rate_limited, self.usage.concurrency = throttle.trace.overloaded, list(throttle.trace.windows)
+            trace = self.throttle.trace
+            self.usage.rate_limited, self.usage.concurrency = trace.overloaded, list(trace.windows)
             await self._provider.aclose()
 
 
